@@ -1,0 +1,79 @@
+"""One typed record per stage of data: problem -> rollout -> scored group -> training batch.
+
+Tensor fields carry a shape comment; B is the number of completions in a batch, P the padded
+prompt length and C the padded completion length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A prompt a task poses, with the reference the reward compares against."""
+
+    id: str
+    messages: tuple[dict[str, str], ...]  # chat messages ending with the user's turn
+    answer: str  # gold answer as text, e.g. "82"
+
+
+@dataclass
+class Rollout:
+    """One sampled completion of one problem."""
+
+    problem: Problem
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    text: str
+    logprobs: list[float]  # the engine's sampling log-prob of each completion token
+    finish_reason: str  # "stop" (end-of-sequence) or "length" (hit max_new_tokens)
+    reward: float | None = None  # None: could not be scored; masked, never counted as 0
+    reward_parts: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class ScoredGroup:
+    """All completions of one problem, scored; the unit that group baselines work on."""
+
+    problem: Problem
+    rollouts: list[Rollout]
+
+    @property
+    def rewards(self) -> list[float | None]:
+        return [r.reward for r in self.rollouts]
+
+
+@dataclass
+class TrainBatch:
+    """Completions ready for the policy update, padded as [left-padded prompt | right-padded completion]."""
+
+    input_ids: torch.Tensor  # (B, P + C) long
+    attention_mask: torch.Tensor  # (B, P + C) long, 0 on padding
+    completion_mask: torch.Tensor  # (B, C) float, 1 on completion tokens that count in the loss
+    advantages: torch.Tensor  # (B, C) float, broadcast from sequence level where the estimator is outcome-level
+    sampling_logprobs: torch.Tensor  # (B, C) float, from the engine (0 on padding)
+    old_logprobs: torch.Tensor | None = None  # (B, C) behaviour policy under the trainer's forward, if recomputed
+    ref_logprobs: torch.Tensor | None = None  # (B, C) reference model, when a KL term is on
+
+    @property
+    def completion_length(self) -> int:
+        return self.completion_mask.shape[1]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, index: slice | torch.Tensor) -> "TrainBatch":
+        """Rows ``index`` of every tensor field (a micro-batch)."""
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return TrainBatch(
+            input_ids=pick(self.input_ids),
+            attention_mask=pick(self.attention_mask),
+            completion_mask=pick(self.completion_mask),
+            advantages=pick(self.advantages),
+            sampling_logprobs=pick(self.sampling_logprobs),
+            old_logprobs=pick(self.old_logprobs),
+            ref_logprobs=pick(self.ref_logprobs),
+        )

@@ -1,0 +1,123 @@
+"""Built-in rewards for math answers.
+
+Each is a module-level batched function (picklable, so it can run in a
+:class:`~hone.rewards.pool.WorkerPool`) returning 1.0 / 0.0 per completion, or ``None``
+when the *reference* cannot be read: a task bug must not teach the policy that every
+answer is wrong. A completion with no readable answer is well-formed and scores 0.0.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from fractions import Fraction
+from typing import Sequence
+
+# A number: optional sign, digits with optional thousands commas ("1,234"), optional
+# decimals. The sign counts only when it is not a binary operator, so the last number
+# of "10-3" is 3, not -3; "= -3" and "x=-3" keep theirs.
+_NUMBER = r"(?:(?<![\w)\]}.])[-+])?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|(?:(?<![\w)\]}.])[-+])?\.\d+"
+_NUMBER_RE = re.compile(_NUMBER)
+_ONLY_NUMBER_RE = re.compile(rf"\s*(?:{_NUMBER})\s*")
+
+
+def _to_fraction(text: str) -> Fraction:
+    # Fraction is exact, so "3.50" == "3.5" and "1,234" == "1234" without float rounding.
+    return Fraction(text.replace(",", ""))
+
+
+def _last_number(text: str) -> Fraction | None:
+    matches = _NUMBER_RE.findall(text)
+    return _to_fraction(matches[-1]) if matches else None
+
+
+def exact_number(completions: Sequence[str], references: Sequence[str]) -> list[float | None]:
+    """1.0 if the last number in the completion equals the reference number, else 0.0.
+
+    ``None`` when the reference is not a single number.
+
+    >>> exact_number(["37 + 45 = 82", "The answer is 1,234.", "-7", "It's 3.50", "no idea"],
+    ...              ["82", "1234", "-7", "3.5", "4"])
+    [1.0, 1.0, 1.0, 1.0, 0.0]
+    >>> exact_number(["82"], ["\\\\frac{1}{2}"])
+    [None]
+    """
+    scores: list[float | None] = []
+    for completion, reference in zip(completions, references, strict=True):
+        if not _ONLY_NUMBER_RE.fullmatch(reference):
+            scores.append(None)
+            continue
+        scores.append(float(_last_number(completion) == _to_fraction(reference.strip())))
+    return scores
+
+
+def format_number_only(completions: Sequence[str], references: Sequence[str]) -> list[float | None]:
+    """1.0 if the stripped completion is exactly one number, else 0.0 (shapes the output format).
+
+    ``references`` is unused; it is accepted so that every reward has the same signature.
+
+    >>> format_number_only(["82", " -1,234.5\\n", "82.", "The answer is 82", "1 2"], [""] * 5)
+    [1.0, 1.0, 0.0, 0.0, 0.0]
+    """
+    return [float(bool(_ONLY_NUMBER_RE.fullmatch(c))) for c in completions]
+
+
+class _DropTimeoutDisabledWarning(logging.Filter):
+    """math-verify warns once per process when its SIGALRM timeout is off. We turn it off on
+    purpose (SIGALRM only works on the main thread; the WorkerPool kills hung jobs), so the
+    warning is noise in every worker's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+_mv: object | None = None
+
+
+def _math_verify_module():  # noqa: ANN202 - returns the math_verify module
+    # Imported lazily: math_verify pulls in sympy and an ANTLR parser, which `import hone`
+    # must not pay for, and workers only pay for on their first math_verify job.
+    global _mv
+    if _mv is None:
+        import math_verify
+
+        for name in ("math_verify.parser", "math_verify.grader"):
+            logging.getLogger(name).addFilter(_DropTimeoutDisabledWarning())
+        _mv = math_verify
+    return _mv
+
+
+def math_verify(completions: Sequence[str], references: Sequence[str]) -> list[float | None]:
+    """1.0 if math-verify judges the completion's final answer equal to the reference, else 0.0.
+
+    The completion's answer is the rightmost ``\\boxed{}`` if any, else the rightmost
+    LaTeX or plain expression (math-verify's extraction priorities). ``None`` when the
+    reference does not parse. math-verify's own SIGALRM timeouts are disabled: it only
+    works on the main thread. Run this in a :class:`~hone.rewards.pool.WorkerPool`,
+    whose per-job kill is the timeout.
+
+    >>> math_verify(["37 + 45 = 82", "\\\\boxed{82} is it", "#### 82", "I get 81", "no answer"],
+    ...             ["82"] * 5)
+    [1.0, 1.0, 1.0, 0.0, 0.0]
+    >>> math_verify(["The answer is $\\\\frac{1}{2}$"], ["0.5"])
+    [1.0]
+    >>> math_verify(["82"], [""])
+    [None]
+    """
+    mv = _math_verify_module()
+    targets = [mv.LatexExtractionConfig(), mv.ExprExtractionConfig()]
+    scores: list[float | None] = []
+    for completion, reference in zip(completions, references, strict=True):
+        # No string fallback for the gold: a reference that yields no expression is a
+        # task problem (None), not an answer to compare strings against.
+        gold = mv.parse(reference, targets, fallback_mode="no_fallback", parsing_timeout=None)
+        if not gold:
+            # Bare references such as "abc" or "x^2" only parse as LaTeX inside $...$.
+            gold = mv.parse(f"${reference}$", targets, fallback_mode="no_fallback", parsing_timeout=None)
+        if not gold:
+            scores.append(None)
+            continue
+        pred = mv.parse(completion, targets, parsing_timeout=None)
+        # Gold first: verify() is not symmetric (assignments, intervals).
+        scores.append(float(bool(pred) and mv.verify(gold, pred, timeout_seconds=None)))
+    return scores
