@@ -100,7 +100,10 @@ def _convert_gguf(gguf_path: str) -> Path:
         quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     except Exception as exc:  # corrupt or unsupported GGUF: say which file
         raise ModelLoadError(f"model file {gguf_path}: cannot read GGUF ({type(exc).__name__}: {exc})") from exc
-    plain = type(quantised)(quantised.config)
+    config = quantised.config
+    if hasattr(config, "quantization_config"):  # the weights are dequantised now: drop the GGUF flag
+        del config.quantization_config
+    plain = type(quantised)(config)
     plain.load_state_dict(quantised.state_dict(), strict=False)
     plain.tie_weights()
     target.parent.mkdir(parents=True, exist_ok=True)

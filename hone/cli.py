@@ -1,0 +1,80 @@
+"""``hone`` command line: ``hone train RECIPE [key=value ...]`` and ``hone eval RECIPE [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+USAGE_ERRORS = (ValueError, FileNotFoundError)  # user mistakes: config, data, model names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hone", description="Reinforcement-learning post-training for language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("train", "train a policy with RL as a recipe says"), ("eval", "evaluate the recipe's model (or model=PATH) on its held-out problems")):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("recipe", help="YAML recipe, e.g. recipes/quickstart.yaml")
+        cmd.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=10 model=runs/quickstart/final")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("HONE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    try:
+        from hone.config import load_config
+
+        cfg = load_config(args.recipe, args.overrides)
+        if args.command == "train":
+            from hone.trainer import train
+
+            run_dir = train(cfg)
+            print(f"run folder: {run_dir}")
+        else:
+            print(json.dumps(evaluate_recipe(cfg), indent=2))
+    except USAGE_ERRORS as exc:
+        print(f"hone: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hone: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def evaluate_recipe(cfg) -> dict[str, float]:
+    """Greedy accuracy (and pass@k) of ``cfg.model`` on the task's held-out problems."""
+    import torch
+
+    from hone.engine.hf import HFEngine
+    from hone.envs.single_turn import SingleTurnEnv
+    from hone.evaluate import evaluate
+    from hone.models import load_model, load_tokenizer
+    from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
+    from hone.tasks import make_task
+
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    problems = make_task(cfg.task).eval_problems()
+    tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model).eval()
+    with WorkerPool(max(1, cfg.rewards.workers), cfg.rewards.timeout_s) as pool:
+        env = SingleTurnEnv(tokenizer, RewardScorer([RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))], pool))
+        result = evaluate(
+            env, HFEngine(model, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16), problems,
+            max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+            samples=cfg.eval.samples, pass_k=tuple(cfg.eval.pass_k), pass_k_size=cfg.eval.pass_k_size, seed=cfg.train.seed,
+        )
+    return {"model": cfg.model, "problems": len(problems), **result}
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,497 @@
+"""A training run's configuration: one frozen dataclass per component, the one source of truth.
+
+YAML recipes are read into these dataclasses, ``key=value`` overrides (dotted paths such as
+``train.lr=1e-5``) are applied on top, and each section checks its own values when it is built.
+A bad value raises :class:`ConfigError` with one line naming the field, the value and what is
+accepted. The loader is a small walk over ``typing.get_type_hints``, not pydantic.
+
+>>> cfg = load_config(None, ["train.lr=3e-5", "eval.pass_k=1,8", "eval.samples=8"])
+>>> cfg.train.lr, cfg.eval.pass_k
+(3e-05, (1, 8))
+>>> load_config(None, ["rollout.group_size=1"])
+Traceback (most recent call last):
+...
+hone.config.ConfigError: rollout.group_size: must be >= 2 for group baselines, got 1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import difflib
+import functools
+import math
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The problems the policy is trained and evaluated on."""
+
+    name: Literal["arithmetic", "gsm8k"] = "arithmetic"  # which task supplies prompts and answers
+    digits: int = 2  # operand digits for arithmetic problems, 1..6
+    ops: tuple[str, ...] = ("+",)  # arithmetic operators to sample from: "+", "-", "*"
+    path: str | None = None  # GSM8K JSONL file or a `datasets` hub id such as "openai/gsm8k"
+    instruction: str = "Reply with only the number."  # appended to every question
+    system_prompt: str | None = None  # None keeps the chat template's default system prompt
+    eval_size: int = 200  # problems held out from training for evaluation
+    seed: int = 0  # fixes the train/held-out split
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _require(1 <= self.digits <= 6, "digits", "must be between 1 and 6", self.digits)
+        ok = len(self.ops) > 0 and set(self.ops) <= {"+", "-", "*"}
+        _require(ok, "ops", "must be a non-empty list of '+', '-', '*'", self.ops)
+        _at_least(self, eval_size=1)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How completions are sampled each step."""
+
+    prompts_per_step: int = 8  # distinct prompts per step; each is sampled group_size times
+    group_size: int = 8  # completions per prompt; GRPO's group baseline (Shao et al. 2024) needs >= 2
+    max_new_tokens: int = 32  # generation length cap per completion
+    temperature: float = 1.0  # sampling temperature, > 0
+    top_p: float = 1.0  # nucleus sampling mass in (0, 1]; below 1 samples come from a truncated policy
+    engine: Literal["transformers"] = "transformers"  # generation backend
+    batch_size: int = 64  # sequences generated per forward batch
+    bf16: bool = True  # generate in bfloat16
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _at_least(self, prompts_per_step=1, max_new_tokens=1, batch_size=1)
+        _require(self.group_size >= 2, "group_size", "must be >= 2 for group baselines", self.group_size)
+        _above(self, temperature=0)
+        _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]", self.top_p)
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """The RL objective; variant names are looked up in the ``hone.algorithms`` registries."""
+
+    name: Literal["grpo"] = "grpo"  # outcome-reward policy gradient (Shao et al. 2024); PPO comes later
+    advantage: str = "grpo"  # outcome advantage estimator, a name in OUTCOME_ADVANTAGES
+    policy_loss: str = "ppo_clip"  # a name in POLICY_LOSSES (ppo_clip: Schulman et al. 2017)
+    loss_agg: str = "token-mean"  # how token losses become one number, a name in LOSS_AGGREGATIONS
+    clip_low: float = 0.2  # ratio clipped below at 1 - clip_low (Schulman et al. 2017)
+    clip_high: float = 0.28  # ratio clipped above at 1 + clip_high; DAPO clip-higher (Yu et al. 2025)
+    dual_clip: float | None = None  # dual-clip bound c > 1 for negative advantages (Ye et al. 2020)
+    kl_coef: float = 0.0  # weight of the KL penalty to the reference model; 0 skips that model
+    kl_estimator: str = "k3"  # a name in KL_ESTIMATORS (Schulman 2020, "Approximating KL")
+    kl_in_reward: bool = False  # subtract the KL from the reward instead of adding it to the loss
+    entropy_coef: float = 0.0  # weight of an entropy bonus in the loss
+    dynamic_sampling: bool = False  # DAPO (Yu et al. 2025): drop groups whose rewards all agree
+    overlong_buffer: int = 0  # DAPO soft overlong punishment: tokens before the cap where it ramps; 0 = off
+    overlong_penalty: float = 1.0  # penalty reached at rollout.max_new_tokens when overlong_buffer > 0
+    ppo_epochs: int = 1  # passes over each batch of rollouts
+    mini_batches: int = 1  # optimizer steps per pass over a batch of rollouts
+
+    def __post_init__(self) -> None:
+        from hone import algorithms as alg  # lazily: `import hone.config` stays free of torch
+
+        _coerce(self)
+        for name, registry in [("advantage", alg.OUTCOME_ADVANTAGES), ("policy_loss", alg.POLICY_LOSSES),
+                               ("loss_agg", alg.LOSS_AGGREGATIONS), ("kl_estimator", alg.KL_ESTIMATORS)]:
+            try:
+                registry.get(getattr(self, name))
+            except ValueError as err:
+                raise ConfigError(f"{name}: {err}") from None
+        _require(0 <= self.clip_low < 1, "clip_low", "must be in [0, 1)", self.clip_low)
+        _above(self, dual_clip=1)
+        _at_least(self, clip_high=0, kl_coef=0, overlong_buffer=0, overlong_penalty=0, ppo_epochs=1,
+                  mini_batches=1)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters (Hu et al. 2021) instead of full fine-tuning."""
+
+    enabled: bool = False  # train LoRA adapters and freeze the base weights
+    r: int = 16  # adapter rank
+    alpha: int = 32  # adapter scale numerator; updates are scaled by alpha / r
+    dropout: float = 0.0  # dropout on the adapter input
+    target_modules: tuple[str, ...] = (  # names of the modules that receive adapters
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    )
+    merge_on_save: bool = True  # save checkpoints with adapters merged into plain weights
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _at_least(self, r=1, alpha=1)
+        _require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)", self.dropout)
+        _non_empty(self, "target_modules")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimizer and the update step."""
+
+    steps: int = 50  # training steps, one batch of rollouts each
+    lr: float = 1e-5  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    betas: tuple[float, ...] = (0.9, 0.999)  # AdamW (beta1, beta2)
+    warmup_steps: int = 0  # linear learning-rate warmup steps
+    max_grad_norm: float = 1.0  # gradient norm clip
+    micro_batch_size: int = 16  # sequences per forward/backward; gradients accumulate across them
+    bf16: bool = True  # bfloat16 autocast (also on CPU)
+    seed: int = 0  # seeds torch, sampling and prompt order
+    threads: int | None = None  # torch CPU threads; None uses all cores
+    lora: LoraConfig = field(default_factory=LoraConfig)  # low-rank adapters
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _at_least(self, steps=1, weight_decay=0, warmup_steps=0, micro_batch_size=1, threads=1)
+        _above(self, lr=0, max_grad_norm=0)
+        ok = len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)
+        _require(ok, "betas", "must be two numbers [beta1, beta2], each in [0, 1)", self.betas)
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """One weighted reward function."""
+
+    name: str  # a built-in reward name or "module:function"
+    weight: float = 1.0  # multiplier in the weighted sum of rewards
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _non_empty(self, "name")
+
+
+@dataclass(frozen=True)
+class RewardsConfig:
+    """How completions are scored."""
+
+    functions: tuple[RewardSpec, ...] = field(  # rewards, summed with their weights
+        default_factory=lambda: (RewardSpec("math_verify", 1.0),)
+    )
+    workers: int = 2  # scoring processes; 0 scores in-process without isolation
+    timeout_s: float = 5.0  # seconds before a scoring call is killed and its items scored None
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _non_empty(self, "functions")
+        _at_least(self, workers=0)
+        _above(self, timeout_s=0)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation: greedy accuracy, and pass@k (Chen et al. 2021) from samples."""
+
+    every: int = 10  # steps between evaluations; 0 evaluates only at the start and the end
+    reward: str = "math_verify"  # reward that judges correctness: full credit (>= 1) counts as correct
+    pass_k: tuple[int, ...] = (1, 4)  # k values reported as pass@k
+    samples: int = 4  # samples per problem for pass@k; 0 disables the sampled evaluation
+    pass_k_size: int = 50  # held-out problems in the sampled evaluation
+    max_new_tokens: int | None = None  # generation cap; None uses rollout.max_new_tokens
+    at_start: bool = True  # evaluate the starting model before the first step
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _non_empty(self, "pass_k")
+        _require(min(self.pass_k) >= 1, "pass_k", "each k must be >= 1", self.pass_k)
+        _non_empty(self, "reward")
+        _at_least(self, every=0, samples=0, pass_k_size=1, max_new_tokens=1)
+        rule = f"must be >= max(pass_k) = {max(self.pass_k)}, or 0 to disable sampled eval"
+        _require(self.samples == 0 or self.samples >= max(self.pass_k), "samples", rule, self.samples)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where the run writes checkpoints, metrics and plots."""
+
+    dir: str = "runs/{name}"  # run directory; "{name}" is replaced by the run name
+    save_every: int = 0  # steps between checkpoints; 0 saves only at the end
+    keep_last: int = 2  # checkpoints kept on disk; older ones are deleted
+    plot: bool = True  # write metric plots next to the metrics file
+    progress: bool = True  # show a live progress display
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _non_empty(self, "dir")
+        _at_least(self, save_every=0, keep_last=1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a training run needs."""
+
+    name: str = "run"  # run name, used in the output directory
+    model: str = "smollm2-135m-instruct"  # alias, GGUF file, local HF folder or hub id (see hone.models)
+    task: TaskConfig = field(default_factory=TaskConfig)  # the problems
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # sampling completions
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)  # the RL objective
+    train: TrainConfig = field(default_factory=TrainConfig)  # the optimizer
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)  # scoring completions
+    eval: EvalConfig = field(default_factory=EvalConfig)  # held-out evaluation
+    output: OutputConfig = field(default_factory=OutputConfig)  # checkpoints, metrics, plots
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _non_empty(self, "name", "model")
+        cap, buffer = self.rollout.max_new_tokens, self.algorithm.overlong_buffer
+        rule = f"must be < rollout.max_new_tokens ({cap})"
+        _require(buffer < cap, "algorithm.overlong_buffer", rule, buffer)
+        batch, mini = self.rollout.prompts_per_step * self.rollout.group_size, self.algorithm.mini_batches
+        rule = f"must be <= rollout.prompts_per_step * rollout.group_size ({batch})"
+        _require(mini <= batch, "algorithm.mini_batches", rule, mini)
+
+    @property
+    def run_dir(self) -> Path:
+        """``output.dir`` with ``{name}`` replaced by the run name."""
+        return Path(self.output.dir.replace("{name}", self.name))
+
+
+# --- checks the sections run on themselves; messages start with the field's name -------------------
+
+
+def _require(ok: bool, name: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: {rule}, got {_show(value)}")
+
+
+def _at_least(section: Any, **bounds: float) -> None:
+    for name, low in bounds.items():
+        value = getattr(section, name)
+        _require(value is None or value >= low, name, f"must be >= {low}", value)
+
+
+def _above(section: Any, **bounds: float) -> None:
+    for name, low in bounds.items():
+        value = getattr(section, name)
+        _require(value is None or value > low, name, f"must be > {low}", value)
+
+
+def _non_empty(section: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        empty = value.strip() == "" if isinstance(value, str) else len(value) == 0
+        _require(not empty, name, "must not be empty", value)
+
+
+def _coerce(section: Any) -> None:
+    """Check every field against its annotation, normalising where harmless (an int lr -> float)."""
+    hints = _hints(type(section))
+    for f in fields(section):
+        object.__setattr__(section, f.name, _convert(hints[f.name], getattr(section, f.name), f.name))
+
+
+# --- the loader: mappings -> dataclasses, guided by the annotations ---------------------------------
+
+_NOUNS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings")}
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _optional_of(tp: Any) -> Any:
+    """``X`` for ``X | None``, else None."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return next(a for a in typing.get_args(tp) if a is not type(None))
+    return None
+
+
+def _describe(tp: Any) -> str:
+    if _optional_of(tp) is not None:
+        return f"{_describe(_optional_of(tp))} or null"
+    if typing.get_origin(tp) is Literal:
+        shown = [repr(a) for a in typing.get_args(tp)]
+        return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_NOUNS.get(typing.get_args(tp)[0], ('', 'mappings'))[1]}"
+    return "true or false" if tp is bool else _NOUNS.get(tp, ("a mapping",))[0]
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """``value`` as the annotation ``tp`` describes it, or a ConfigError naming ``where``."""
+    t = _optional_of(tp) or tp
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if value is None and t is not tp:
+        return None
+    if origin is Literal and isinstance(value, str) and value in args:
+        return value
+    if origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if is_dataclass(t) and (value is None or isinstance(value, (t, Mapping))):  # None: all keys commented out
+        return value if isinstance(value, t) else _build(t, value or {}, where)
+    if (t is bool and isinstance(value, bool)) or (t is str and isinstance(value, str)):
+        return value
+    if t is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if t is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            number = float(value)  # PyYAML reads 1e-5 (no dot) as a string; inf is allowed, nan is not
+            if not math.isnan(number):
+                return number
+    raise ConfigError(f"{where}: expected {_describe(tp)}, got {_show(value)}")
+
+
+def _build(cls: type, data: Mapping, where: str) -> Any:
+    """The dataclass ``cls`` from a mapping found at dotted path ``where``."""
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(_unknown_key(cls, _join(where, str(key))))
+    for f in fields(cls):
+        if f.name not in data and f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{_join(where, f.name)}: required, not set")
+    kwargs = {key: _convert(_hints(cls)[key], value, _join(where, key)) for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:  # the section's own checks, relative to it
+        raise ConfigError(_join(where, str(err))) from None
+
+
+def _unknown_key(cls: type, path: str) -> str:
+    section, _, leaf = path.rpartition(".")
+    names = sorted(f.name for f in fields(cls))
+    guesses = [_join(section, g) for g in difflib.get_close_matches(leaf, names, n=1)]
+    guesses += [p for p in _all_paths(Config) if p.rpartition(".")[2] == leaf]  # right key, wrong section
+    suggestion = f" did you mean '{guesses[0]}'?" if guesses else ""
+    return f"unknown config key '{path}';{suggestion} expected one of: {', '.join(names)}"
+
+
+@functools.cache
+def _all_paths(cls: type, prefix: str = "") -> tuple[str, ...]:
+    paths: list[str] = []
+    for name, tp in _hints(cls).items():
+        paths += [_join(prefix, name), *(_all_paths(tp, _join(prefix, name)) if is_dataclass(tp) else ())]
+    return tuple(paths)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _show(value: Any) -> str:
+    """A value as the user would write it, on one short line."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    problem = " ".join((getattr(err, "problem", None) or str(err)).split())
+    return f"invalid YAML at line {mark.line + 1}: {problem}" if mark else f"invalid YAML: {problem}"
+
+
+# --- overrides: key=value on top of a recipe ------------------------------------------------------
+
+
+def _apply_override(data: dict, item: str) -> None:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=1e-5")
+    tp: Any = Config
+    *sections, leaf = key.split(".")
+    for i, part in enumerate([*sections, leaf]):
+        if not is_dataclass(tp):
+            owner = ".".join(sections[:i])
+            raise ConfigError(f"unknown config key '{key}': '{owner}' is a value, not a section")
+        if part not in _hints(tp):
+            raise ConfigError(_unknown_key(tp, ".".join(key.split(".")[: i + 1])))
+        tp = _hints(tp)[part]
+    for part in sections:
+        if not isinstance(data.get(part), dict):
+            data[part] = {}
+        data = data[part]
+    data[leaf] = _parse_value(tp, text, item)
+
+
+def _parse_value(tp: Any, text: str, item: str) -> Any:
+    """An override's text for a field of type ``tp``: strings stay verbatim, the rest is YAML.
+
+    Lists of scalars may also be written without brackets: ``eval.pass_k=1,8``.
+    """
+    if _optional_of(tp) is not None:
+        if text.strip() in ("null", "~"):
+            return None
+        tp = _optional_of(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is str or (origin is Literal and all(isinstance(a, str) for a in args)):
+        return text
+    if origin is tuple and args[0] in _NOUNS and not text.lstrip().startswith("["):
+        return [_parse_value(args[0], t.strip(), item) for t in text.split(",")] if text.strip() else []
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: {_yaml_problem(err)}") from None
+
+
+# --- public API -----------------------------------------------------------------------------------
+
+
+def config_from_dict(data: Mapping, where: str = "") -> Config:
+    """A validated Config from a plain mapping; ``where`` (a source such as a file) prefixes errors."""
+    try:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"expected a mapping of config sections, got {_show(data)}")
+        return _build(Config, data, "")
+    except ConfigError as err:
+        raise (ConfigError(f"{where}: {err}") if where else err) from None
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """A plain YAML-able dict (tuples become lists) that ``config_from_dict`` reads back."""
+    if is_dataclass(cfg):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in fields(cfg)}
+    return [config_to_dict(v) for v in cfg] if isinstance(cfg, (tuple, list)) else cfg
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML recipe at ``path`` (None: none), then ``key=value`` overrides.
+
+    Errors the recipe causes on its own are prefixed with its name; errors an override causes are not.
+    """
+    data: Any = {}
+    label = f"recipe file '{path}'"
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"{label} not found")
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{label}: {_yaml_problem(err)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{label}: expected a mapping of config sections, got {_show(data)}")
+    merged = copy.deepcopy(data)
+    for item in overrides:
+        _apply_override(merged, item)
+    try:
+        return config_from_dict(merged)
+    except ConfigError as err:
+        if path is None or merged != data and _error_of(data) != str(err):
+            raise
+        raise ConfigError(f"{label}: {err}") from None
+
+
+def _error_of(data: Mapping) -> str | None:
+    try:
+        config_from_dict(data)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def dump_config(cfg: Config, path: Path) -> None:
+    """Write the resolved configuration as YAML: the run's record of what it ran with."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

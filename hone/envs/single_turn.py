@@ -1,0 +1,34 @@
+"""Single-turn environment: render the chat prompt, sample completions, score them."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from hone.engine import Engine, SamplingParams
+from hone.records import Problem, Rollout, ScoredGroup
+from hone.rewards import RewardScorer
+
+
+class SingleTurnEnv:
+    """Ask each problem once; the reward scorer judges the completion against the problem's answer."""
+
+    def __init__(self, tokenizer, scorer: RewardScorer):
+        self.tokenizer = tokenizer
+        self.scorer = scorer
+
+    def prompt_ids(self, problem: Problem) -> list[int]:
+        text = self.tokenizer.apply_chat_template(list(problem.messages), add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def rollout(self, problems: Sequence[Problem], engine: Engine, params: SamplingParams) -> list[ScoredGroup]:
+        generations = engine.generate([self.prompt_ids(p) for p in problems], params)
+        groups = [
+            ScoredGroup(p, [Rollout(p, g.prompt_ids, g.completion_ids, g.text, g.logprobs, g.finish_reason) for g in gens])
+            for p, gens in zip(problems, generations)
+        ]
+        rollouts = [r for group in groups for r in group.rollouts]
+        result = self.scorer([r.text for r in rollouts], [r.problem.answer for r in rollouts])
+        for i, rollout in enumerate(rollouts):
+            rollout.reward = result.total[i]
+            rollout.reward_parts = {name: values[i] for name, values in result.components.items()}
+        return groups

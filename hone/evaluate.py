@@ -1,0 +1,49 @@
+"""Held-out evaluation: greedy accuracy and pass@k with the unbiased estimator."""
+
+from __future__ import annotations
+
+from hone.engine import Engine, SamplingParams
+from hone.envs import Environment
+from hone.metrics import pass_at_k
+from hone.records import Problem
+
+
+def is_correct(reward: float | None) -> bool | None:
+    """Full credit counts as correct; None stays None (could not be scored)."""
+    return None if reward is None else reward >= 1.0
+
+
+def evaluate(
+    env: Environment,
+    engine: Engine,
+    problems: list[Problem],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    samples: int = 0,
+    pass_k: tuple[int, ...] = (),
+    pass_k_size: int = 0,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``eval/accuracy`` of greedy answers over the problems that could be scored, the count of
+    unscored ones, and ``eval/pass@k`` from ``samples`` sampled answers on the first ``pass_k_size`` problems."""
+    groups = env.rollout(problems, engine, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, n=1))
+    verdicts = [is_correct(g.rollouts[0].reward) for g in groups]
+    scored = [v for v in verdicts if v is not None]
+    out = {
+        "eval/accuracy": sum(scored) / len(scored) if scored else float("nan"),
+        "eval/unscored": float(len(verdicts) - len(scored)),
+        "eval/length": sum(len(g.rollouts[0].completion_ids) for g in groups) / max(1, len(groups)),
+    }
+    if samples > 0 and pass_k_size > 0:
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, n=samples, seed=seed)
+        sampled = env.rollout(problems[:pass_k_size], engine, params)
+        for k in pass_k:
+            values = []
+            for group in sampled:
+                judged = [is_correct(r.reward) for r in group.rollouts]
+                judged = [v for v in judged if v is not None]
+                if len(judged) >= k:
+                    values.append(pass_at_k(len(judged), sum(judged), k))
+            out[f"eval/pass@{k}"] = sum(values) / len(values) if values else float("nan")
+    return out

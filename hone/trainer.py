@@ -1,0 +1,180 @@
+"""The RL training loop: sample prompts -> generate a group each -> score -> advantages -> update -> log -> eval -> checkpoint."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from hone.batch import build_batch
+from hone.checkpoint import prune_checkpoints, save_checkpoint
+from hone.config import Config, dump_config
+from hone.engine import SamplingParams
+from hone.engine.hf import HFEngine
+from hone.envs.single_turn import SingleTurnEnv
+from hone.evaluate import evaluate
+from hone.metrics import MetricsLogger, plot_run
+from hone.models import load_model, load_tokenizer
+from hone.progress import Progress
+from hone.records import Problem, ScoredGroup
+from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
+from hone.tasks import make_task
+from hone.update import logprobs_no_grad, policy_update
+
+
+@dataclass
+class Run:
+    """Everything one training run holds, built once by :func:`setup`."""
+
+    cfg: Config
+    dir: Path
+    policy: torch.nn.Module
+    tokenizer: object
+    reference: object  # a model, "adapter-off" (LoRA: the base model is the reference), or None
+    engine: HFEngine
+    env: SingleTurnEnv
+    eval_env: SingleTurnEnv
+    problems: Iterator[Problem]
+    eval_problems: list[Problem]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    pool: WorkerPool | None
+    logger: MetricsLogger
+
+
+def train(cfg: Config) -> Path:
+    """Run RL training as ``cfg`` says; returns the run folder."""
+    run = setup(cfg)
+    sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.group_size)
+    with Progress(cfg.train.steps, enabled=cfg.output.progress) as progress:
+        if cfg.eval.at_start:
+            run_eval(run, 0, progress)
+        for step in range(1, cfg.train.steps + 1):
+            started = time.perf_counter()
+            groups = run.env.rollout(list(islice(run.problems, cfg.rollout.prompts_per_step)), run.engine, sampling)
+            generated = time.perf_counter()
+            batch, batch_stats = build_batch(groups, cfg.algorithm, cfg.rollout.max_new_tokens, run.engine.pad_id, lambda b: reference_logprobs(run, b))
+            update = policy_update(run.policy, run.optimizer, run.scheduler, batch, cfg.algorithm, cfg.train, cfg.rollout.max_new_tokens) if batch else {}
+            run.engine.load_weights(run.policy.state_dict().items())
+            timing = {"time/rollout": generated - started, "time/update": time.perf_counter() - generated, "time/step": time.perf_counter() - started}
+            row = {**rollout_stats(groups), **{f"batch/{k}": v for k, v in vars(batch_stats).items()}, **{f"update/{k}": v for k, v in update.items()}, **timing, "lr": run.scheduler.get_last_lr()[0]}
+            run.logger.log(step, **row)
+            progress.update(step, reward=row["reward/mean"], length=row["completion/length"], s_per_step=timing["time/step"])
+            if step == cfg.train.steps or (cfg.eval.every and step % cfg.eval.every == 0):
+                run_eval(run, step, progress)
+            if cfg.output.save_every and step % cfg.output.save_every == 0 and step != cfg.train.steps:
+                save(run, run.dir / "checkpoints" / f"step-{step}", step)
+    save(run, run.dir / "final", cfg.train.steps)
+    if run.pool is not None:
+        run.pool.close()
+    return run.dir
+
+
+def setup(cfg: Config) -> Run:
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.train.seed)
+    task = make_task(cfg.task)  # bad data fails here, before minutes of model loading
+    eval_problems = task.eval_problems()
+    run_dir = fresh_run_dir(cfg.run_dir)
+    dump_config(cfg, run_dir / "config.yaml")
+    tokenizer, policy = load_tokenizer(cfg.model), load_model(cfg.model)
+    reference = None
+    if cfg.train.lora.enabled:
+        policy = with_lora(policy, cfg.train.lora)
+        reference = "adapter-off" if cfg.algorithm.kl_coef > 0 else None
+    elif cfg.algorithm.kl_coef > 0:  # a KL coefficient of 0 never loads or runs a reference model
+        reference = load_model(cfg.model).eval().requires_grad_(False)
+    policy.train()
+    pool = WorkerPool(cfg.rewards.workers, cfg.rewards.timeout_s) if cfg.rewards.workers > 0 else None
+    components = [RewardComponent(spec.name, load_reward_fn(spec.name), spec.weight) for spec in cfg.rewards.functions]
+    eval_scorer = RewardScorer([RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))], pool)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay)
+    warmup = max(1, cfg.train.warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / warmup))
+    return Run(
+        cfg=cfg,
+        dir=run_dir,
+        policy=policy,
+        tokenizer=tokenizer,
+        reference=reference,
+        engine=HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16),
+        env=SingleTurnEnv(tokenizer, RewardScorer(components, pool)),
+        eval_env=SingleTurnEnv(tokenizer, eval_scorer),
+        problems=task.train_problems(cfg.train.seed),
+        eval_problems=eval_problems,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        pool=pool,
+        logger=MetricsLogger(run_dir / "metrics.jsonl"),
+    )
+
+
+def with_lora(model, lora):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def reference_logprobs(run: Run, batch) -> torch.Tensor:
+    """Reference log-probs: the frozen copy, or the LoRA policy with its adapter switched off."""
+    model, context = (run.policy, run.policy.disable_adapter()) if run.reference == "adapter-off" else (run.reference, nullcontext())
+    with context:
+        return logprobs_no_grad(model, batch, run.cfg.train.micro_batch_size, run.cfg.train.bf16)
+
+
+def rollout_stats(groups: list[ScoredGroup]) -> dict[str, float]:
+    rollouts = [r for g in groups for r in g.rollouts]
+    scored = [r.reward for r in rollouts if r.reward is not None]
+    mean = sum(scored) / len(scored) if scored else float("nan")
+    stats = {
+        "reward/mean": mean,
+        "reward/std": (sum((x - mean) ** 2 for x in scored) / len(scored)) ** 0.5 if scored else float("nan"),
+        "reward/unscored": float(len(rollouts) - len(scored)),
+        "completion/length": sum(len(r.completion_ids) for r in rollouts) / len(rollouts),
+        "completion/truncated": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
+    }
+    for name in rollouts[0].reward_parts if rollouts else ():
+        values = [r.reward_parts[name] for r in rollouts if r.reward_parts.get(name) is not None]
+        stats[f"reward/{name}"] = sum(values) / len(values) if values else float("nan")
+    return stats
+
+
+def run_eval(run: Run, step: int, progress: Progress) -> dict[str, float]:
+    cfg = run.cfg
+    started = time.perf_counter()
+    result = evaluate(
+        run.eval_env, run.engine, run.eval_problems,
+        max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+        temperature=cfg.rollout.temperature, samples=cfg.eval.samples, pass_k=tuple(cfg.eval.pass_k),
+        pass_k_size=cfg.eval.pass_k_size, seed=cfg.train.seed,
+    )
+    result["time/eval"] = time.perf_counter() - started
+    run.logger.log(step, **result)
+    shown = "  ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in result.items() if k.startswith("eval/") and k != "eval/unscored")
+    progress.note(f"eval @ step {step}: {shown}  ({len(run.eval_problems)} held-out problems, {result['time/eval']:.0f}s)")
+    if cfg.output.plot:
+        plot_run(run.dir / "metrics.jsonl", run.dir / "progress.png", title=cfg.name)
+    return result
+
+
+def save(run: Run, folder: Path, step: int) -> None:
+    save_checkpoint(run.policy, run.tokenizer, folder, merge_lora=run.cfg.train.lora.merge_on_save, extra={"step": step})
+    if folder.parent.name == "checkpoints":
+        prune_checkpoints(folder.parent, run.cfg.output.keep_last)
+
+
+def fresh_run_dir(path: Path) -> Path:
+    """The run folder, empty; an earlier run there is moved aside, never overwritten."""
+    if path.exists() and any(path.iterdir()):
+        aside = path.with_name(f"{path.name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(path.stat().st_mtime))}")
+        path.rename(aside)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
