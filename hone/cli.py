@@ -47,7 +47,7 @@ def evaluate_recipe(cfg) -> dict[str, float]:
 
     from hone.engine.hf import HFEngine
     from hone.envs.single_turn import SingleTurnEnv
-    from hone.evaluate import evaluate
+    from hone.evaluate import evaluate_as_configured
     from hone.models import load_model, load_tokenizer
     from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
     from hone.tasks import make_task
@@ -57,11 +57,8 @@ def evaluate_recipe(cfg) -> dict[str, float]:
     tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model).eval()
     with WorkerPool(max(1, cfg.rewards.workers), cfg.rewards.timeout_s) as pool:
         env = SingleTurnEnv(tokenizer, RewardScorer([RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))], pool))
-        result = evaluate(
-            env, HFEngine(model, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16), problems,
-            max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-            samples=cfg.eval.samples, pass_k=tuple(cfg.eval.pass_k), pass_k_size=cfg.eval.pass_k_size, seed=cfg.train.seed,
-        )
+        engine = HFEngine(model, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16)
+        result = evaluate_as_configured(cfg, env, engine, problems)
     return {"model": cfg.model, "problems": len(problems), **result}
 
 

@@ -47,3 +47,12 @@ def evaluate(
                     values.append(pass_at_k(len(judged), sum(judged), k))
             out[f"eval/pass@{k}"] = sum(values) / len(values) if values else float("nan")
     return out
+
+
+def evaluate_as_configured(cfg, env: Environment, engine: Engine, problems: list[Problem]) -> dict[str, float]:
+    """:func:`evaluate` with the knobs a run's Config sets (``eval`` section, rollout temperature, seed)."""
+    return evaluate(
+        env, engine, problems,
+        max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+        samples=cfg.eval.samples, pass_k=tuple(cfg.eval.pass_k), pass_k_size=cfg.eval.pass_k_size, seed=cfg.train.seed,
+    )

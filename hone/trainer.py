@@ -18,9 +18,9 @@ from hone.config import Config, dump_config
 from hone.engine import SamplingParams
 from hone.engine.hf import HFEngine
 from hone.envs.single_turn import SingleTurnEnv
-from hone.evaluate import evaluate
+from hone.evaluate import evaluate_as_configured
 from hone.metrics import MetricsLogger, plot_run
-from hone.models import load_model, load_tokenizer
+from hone.models import load_model, load_tokenizer, resolve
 from hone.progress import Progress
 from hone.records import Problem, ScoredGroup
 from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
@@ -79,8 +79,12 @@ def train(cfg: Config) -> Path:
 def setup(cfg: Config) -> Run:
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.train.seed)
-    task = make_task(cfg.task)  # bad data fails here, before minutes of model loading
+    # everything a user can get wrong is checked before minutes of model loading
+    task = make_task(cfg.task)
     eval_problems = task.eval_problems()
+    components = [RewardComponent(spec.name, load_reward_fn(spec.name), spec.weight) for spec in cfg.rewards.functions]
+    judge = [RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))]
+    resolve(cfg.model)
     run_dir = fresh_run_dir(cfg.run_dir)
     dump_config(cfg, run_dir / "config.yaml")
     tokenizer, policy = load_tokenizer(cfg.model), load_model(cfg.model)
@@ -92,8 +96,6 @@ def setup(cfg: Config) -> Run:
         reference = load_model(cfg.model).eval().requires_grad_(False)
     policy.train()
     pool = WorkerPool(cfg.rewards.workers, cfg.rewards.timeout_s) if cfg.rewards.workers > 0 else None
-    components = [RewardComponent(spec.name, load_reward_fn(spec.name), spec.weight) for spec in cfg.rewards.functions]
-    eval_scorer = RewardScorer([RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))], pool)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay)
     warmup = max(1, cfg.train.warmup_steps)
@@ -106,7 +108,7 @@ def setup(cfg: Config) -> Run:
         reference=reference,
         engine=HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16),
         env=SingleTurnEnv(tokenizer, RewardScorer(components, pool)),
-        eval_env=SingleTurnEnv(tokenizer, eval_scorer),
+        eval_env=SingleTurnEnv(tokenizer, RewardScorer(judge, pool)),
         problems=task.train_problems(cfg.train.seed),
         eval_problems=eval_problems,
         optimizer=optimizer,
@@ -150,12 +152,7 @@ def rollout_stats(groups: list[ScoredGroup]) -> dict[str, float]:
 def run_eval(run: Run, step: int, progress: Progress) -> dict[str, float]:
     cfg = run.cfg
     started = time.perf_counter()
-    result = evaluate(
-        run.eval_env, run.engine, run.eval_problems,
-        max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-        temperature=cfg.rollout.temperature, samples=cfg.eval.samples, pass_k=tuple(cfg.eval.pass_k),
-        pass_k_size=cfg.eval.pass_k_size, seed=cfg.train.seed,
-    )
+    result = evaluate_as_configured(cfg, run.eval_env, run.engine, run.eval_problems)
     result["time/eval"] = time.perf_counter() - started
     run.logger.log(step, **result)
     shown = "  ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in result.items() if k.startswith("eval/") and k != "eval/unscored")

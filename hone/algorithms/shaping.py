@@ -18,4 +18,4 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, penalty: 
         raise ValueError(f"overlong buffer must be in 1..{max_len - 1}, got {buffer}")
     start = max_len - buffer
     over = (lengths.float() - start).clamp(min=0.0, max=float(buffer))
-    return -penalty * over / buffer
+    return -(over * (penalty / buffer)) + 0.0  # + 0.0 turns -0.0 into 0.0

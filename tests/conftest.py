@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny randomly initialised model with the embedded model's tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from hone.models import load_tokenizer
+
+    return load_tokenizer("smollm2-135m-instruct")
+
+
+@pytest.fixture()
+def tiny(tokenizer):
+    from hone.models import tiny_model
+
+    torch.manual_seed(0)
+    return tiny_model(hidden_size=64, num_layers=2, seed=0).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory, tokenizer):
+    """A tiny model saved as a plain Hugging Face folder, usable as ``model=PATH`` in a recipe."""
+    from hone.models import tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tiny_model(hidden_size=64, num_layers=2, seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

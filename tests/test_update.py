@@ -1,0 +1,95 @@
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hone.batch import collate
+from hone.records import Problem, Rollout
+from hone.update import completion_logprobs, policy_update
+
+PROBLEM = Problem("p", ({"role": "user", "content": "x"},), "0")
+
+
+def algo(**overrides):
+    base = dict(policy_loss="ppo_clip", loss_agg="token-mean", clip_low=0.2, clip_high=0.28, dual_clip=None, kl_coef=0.0, kl_in_reward=False, kl_estimator="k3", entropy_coef=0.0, ppo_epochs=1, mini_batches=1)
+    return SimpleNamespace(**{**base, **overrides})
+
+
+def train(micro_batch_size=8):
+    return SimpleNamespace(micro_batch_size=micro_batch_size, bf16=False, max_grad_norm=1e9)
+
+
+def make_batch(model, n=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    rollouts = []
+    for i in range(n):
+        prompt = torch.randint(10, 1000, (3 + i % 3,), generator=gen).tolist()
+        completion = torch.randint(10, 1000, (2 + (i * 2) % 5,), generator=gen).tolist()
+        rollouts.append(Rollout(PROBLEM, prompt, completion, "", [0.0] * len(completion), "stop"))
+    batch = collate(rollouts, pad_id=0)
+    with torch.no_grad():
+        batch.sampling_logprobs = completion_logprobs(model, batch)[0]
+    batch.advantages = torch.linspace(-1, 1, n)[:, None] * batch.completion_mask
+    return batch
+
+
+def grads_after_update(model, batch, algo_cfg, train_cfg):
+    model = copy.deepcopy(model).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: look at the gradients only
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    stats = policy_update(model, optimizer, scheduler, batch, algo_cfg, train_cfg, norm_len=8.0)
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, stats
+
+
+def test_logprobs_ignore_padding(tiny):
+    """A row's log-probs do not depend on how much padding the batch adds around it."""
+    batch = make_batch(tiny)
+    alone = completion_logprobs(tiny, batch.select(slice(0, 1)))[0]
+    together = completion_logprobs(tiny, batch)[0][:1, : alone.shape[1]]
+    torch.testing.assert_close(alone, together, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"])
+def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny, agg):
+    batch = make_batch(tiny)
+    full, stats_full = grads_after_update(tiny, batch, algo(loss_agg=agg), train(micro_batch_size=6))
+    split, stats_split = grads_after_update(tiny, batch, algo(loss_agg=agg), train(micro_batch_size=2))
+    for name in full:
+        torch.testing.assert_close(full[name], split[name], atol=1e-6, rtol=1e-4)
+    assert stats_full["loss"] == pytest.approx(stats_split["loss"], rel=1e-5, abs=1e-7)
+
+
+def test_on_policy_update_has_unit_ratio_and_no_clipping(tiny):
+    _, stats = grads_after_update(tiny, make_batch(tiny), algo(), train())
+    assert stats["clip_fraction"] == 0.0
+    assert abs(stats["approx_kl"]) < 1e-6
+    assert stats["logprob_gap"] < 1e-5  # sampling log-probs were computed by the same model
+
+
+def test_kl_in_the_loss_pulls_towards_the_reference(tiny):
+    batch = make_batch(tiny)
+    batch.advantages = torch.zeros_like(batch.advantages)
+    batch.ref_logprobs = batch.sampling_logprobs.clone()  # reference == policy: k3 KL and its gradient are 0
+    grads, stats = grads_after_update(tiny, batch, algo(kl_coef=0.5), train())
+    assert stats["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert max(g.abs().max() for g in grads.values()) < 1e-6
+    batch.ref_logprobs = batch.sampling_logprobs - 1.0  # now they differ: a non-zero gradient appears
+    grads, stats = grads_after_update(tiny, batch, algo(kl_coef=0.5), train())
+    assert stats["kl"] > 0.1 and max(g.abs().max() for g in grads.values()) > 1e-4
+
+
+def test_several_epochs_and_mini_batches_take_several_optimizer_steps(tiny):
+    model = copy.deepcopy(tiny).train()
+    batch = make_batch(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    stats = policy_update(model, optimizer, scheduler, batch, algo(ppo_epochs=2, mini_batches=3), train(), norm_len=8.0)
+    assert scheduler.last_epoch == 6  # 2 epochs x 3 mini-batches
+    assert batch.old_logprobs is not None  # off-policy passes need the behaviour log-probs
+    assert stats["approx_kl"] != 0.0  # later mini-batches see a moved policy
+
+
+def test_entropy_bonus_is_reported(tiny):
+    _, stats = grads_after_update(tiny, make_batch(tiny), algo(entropy_coef=0.01), train())
+    assert 0 < stats["entropy"] <= torch.log(torch.tensor(float(tiny.config.vocab_size))).item() + 1e-4
