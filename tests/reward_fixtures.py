@@ -2,8 +2,8 @@
 
 
 def shorter_is_better(completions, references):
-    """1 for an empty completion, falling linearly to 0 at 40 characters: varies even for random models."""
-    return [max(0.0, 1.0 - len(c) / 40) for c in completions]
+    """1 for an empty completion, falling linearly to 0 at 200 characters: varies even for random models."""
+    return [max(0.0, 1.0 - len(c) / 200) for c in completions]
 
 
 def sometimes_raises(completions, references):
