@@ -57,9 +57,10 @@ def evaluate_recipe(cfg) -> dict[str, float]:
     tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model).eval()
     with WorkerPool(max(1, cfg.rewards.workers), cfg.rewards.timeout_s) as pool:
         env = SingleTurnEnv(tokenizer, RewardScorer([RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))], pool))
-        engine = HFEngine(model, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16)
-        result = evaluate_as_configured(cfg, env, engine, problems)
-    return {"model": cfg.model, "problems": len(problems), **result}
+        engine = HFEngine(model, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
+        report = evaluate_as_configured(cfg, env, engine, problems)
+    examples = {f"example {r.problem.id} = {r.problem.answer}": r.text for r in report.greedy[:3]}
+    return {"model": cfg.model, "problems": len(problems), **report.metrics, **examples}
 
 
 def _quiet_libraries() -> None:

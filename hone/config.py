@@ -197,6 +197,7 @@ class EvalConfig:
     pass_k_size: int = 50  # held-out problems in the sampled evaluation
     max_new_tokens: int | None = None  # generation cap; None uses rollout.max_new_tokens
     at_start: bool = True  # evaluate the starting model before the first step
+    bf16: bool = False  # generate eval answers under bf16 autocast: faster, but fp32 matches plain transformers
 
     def __post_init__(self) -> None:
         _coerce(self)

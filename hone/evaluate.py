@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hone.engine import Engine, SamplingParams
 from hone.envs import Environment
 from hone.metrics import pass_at_k
-from hone.records import Problem
+from hone.records import Problem, Rollout
+
+
+@dataclass
+class EvalReport:
+    metrics: dict[str, float]  # eval/accuracy, eval/unscored, eval/length, eval/pass@k
+    greedy: list[Rollout]  # the greedy answer to every problem, to read what the model actually says
+
+
+def write_samples(rollouts: list[Rollout], path) -> None:
+    """One JSON row per greedy answer: problem, reference, completion, reward."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": r.problem.id, "answer": r.problem.answer, "completion": r.text, "reward": r.reward, "finish": r.finish_reason} for r in rollouts]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def is_correct(reward: float | None) -> bool | None:
@@ -24,7 +43,7 @@ def evaluate(
     pass_k: tuple[int, ...] = (),
     pass_k_size: int = 0,
     seed: int = 0,
-) -> dict[str, float]:
+) -> EvalReport:
     """``eval/accuracy`` of greedy answers over the problems that could be scored, the count of
     unscored ones, and ``eval/pass@k`` from ``samples`` sampled answers on the first ``pass_k_size`` problems."""
     groups = env.rollout(problems, engine, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, n=1))
@@ -46,10 +65,10 @@ def evaluate(
                 if len(judged) >= k:
                     values.append(pass_at_k(len(judged), sum(judged), k))
             out[f"eval/pass@{k}"] = sum(values) / len(values) if values else float("nan")
-    return out
+    return EvalReport(out, [g.rollouts[0] for g in groups])
 
 
-def evaluate_as_configured(cfg, env: Environment, engine: Engine, problems: list[Problem]) -> dict[str, float]:
+def evaluate_as_configured(cfg, env: Environment, engine: Engine, problems: list[Problem]) -> EvalReport:
     """:func:`evaluate` with the knobs a run's Config sets (``eval`` section, rollout temperature, seed)."""
     return evaluate(
         env, engine, problems,

@@ -18,7 +18,7 @@ from hone.config import Config, dump_config
 from hone.engine import SamplingParams
 from hone.engine.hf import HFEngine
 from hone.envs.single_turn import SingleTurnEnv
-from hone.evaluate import evaluate_as_configured
+from hone.evaluate import evaluate_as_configured, write_samples
 from hone.metrics import MetricsLogger, plot_run
 from hone.models import load_model, load_tokenizer, resolve
 from hone.progress import Progress
@@ -38,6 +38,7 @@ class Run:
     tokenizer: object
     reference: object  # a model, "adapter-off" (LoRA: the base model is the reference), or None
     engine: HFEngine
+    eval_engine: HFEngine  # the same model, generating at evaluation precision
     env: SingleTurnEnv
     eval_env: SingleTurnEnv
     problems: Iterator[Problem]
@@ -124,6 +125,7 @@ def setup(cfg: Config) -> Run:
         tokenizer=tokenizer,
         reference=reference,
         engine=HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16),
+        eval_engine=HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16),
         env=SingleTurnEnv(tokenizer, RewardScorer(components, pool)),
         eval_env=SingleTurnEnv(tokenizer, RewardScorer(judge, pool)),
         problems=task.train_problems(cfg.train.seed),
@@ -169,8 +171,9 @@ def rollout_stats(groups: list[ScoredGroup]) -> dict[str, float]:
 def run_eval(run: Run, step: int, progress: Progress) -> dict[str, float]:
     cfg = run.cfg
     started = time.perf_counter()
-    result = evaluate_as_configured(cfg, run.eval_env, run.engine, run.eval_problems)
-    result["time/eval"] = time.perf_counter() - started
+    report = evaluate_as_configured(cfg, run.eval_env, run.eval_engine, run.eval_problems)
+    write_samples(report.greedy, run.dir / "samples" / f"eval-step-{step}.jsonl")
+    result = {**report.metrics, "time/eval": time.perf_counter() - started}
     run.logger.log(step, **result)
     shown = "  ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in result.items() if k.startswith("eval/") and k != "eval/unscored")
     progress.note(f"eval @ step {step}: {shown}  ({len(run.eval_problems)} held-out problems, {result['time/eval']:.0f}s)")

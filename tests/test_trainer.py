@@ -35,6 +35,8 @@ def test_grpo_steps_change_the_model_and_write_a_readable_run(tiny_folder, tmp_p
     assert "eval/pass@2" in rows[-1]
     assert (run_dir / "progress.png").stat().st_size > 1000
     assert (run_dir / "config.yaml").is_file()
+    samples = [json.loads(line) for line in (run_dir / "samples" / "eval-step-2.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 and {"id", "answer", "completion", "reward"} <= set(samples[0])
     before = AutoModelForCausalLM.from_pretrained(tiny_folder)
     after = AutoModelForCausalLM.from_pretrained(run_dir / "final")  # plain transformers loads the checkpoint
     moved = max((a - b).abs().max() for a, b in zip(after.parameters(), before.parameters()))
