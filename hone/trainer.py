@@ -15,12 +15,12 @@ import torch
 from hone.batch import build_batch
 from hone.checkpoint import prune_checkpoints, save_checkpoint
 from hone.config import Config, dump_config
-from hone.engine import SamplingParams
+from hone.engine import Engine, SamplingParams
 from hone.engine.hf import HFEngine
 from hone.envs.single_turn import SingleTurnEnv
 from hone.evaluate import evaluate_as_configured, write_samples
 from hone.metrics import MetricsLogger, plot_run
-from hone.models import load_model, load_tokenizer, resolve
+from hone.models import load_model, load_tokenizer, local_folder, resolve
 from hone.progress import Progress
 from hone.records import Problem, ScoredGroup
 from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
@@ -37,8 +37,8 @@ class Run:
     policy: torch.nn.Module
     tokenizer: object
     reference: object  # a model, "adapter-off" (LoRA: the base model is the reference), or None
-    engine: HFEngine
-    eval_engine: HFEngine  # the same model, generating at evaluation precision
+    engine: Engine
+    eval_engine: Engine  # generates held-out answers (for the transformers engine: at evaluation precision)
     env: SingleTurnEnv
     eval_env: SingleTurnEnv
     problems: Iterator[Problem]
@@ -80,9 +80,9 @@ def train_step(run: Run) -> dict[str, float]:
     sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.group_size)
     groups = run.env.rollout(list(islice(run.problems, cfg.rollout.prompts_per_step)), run.engine, sampling)
     generated = time.perf_counter()
-    batch, batch_stats = build_batch(groups, cfg.algorithm, cfg.rollout.max_new_tokens, run.engine.pad_id, lambda b: reference_logprobs(run, b))
+    batch, batch_stats = build_batch(groups, cfg.algorithm, cfg.rollout.max_new_tokens, run.tokenizer.pad_token_id, lambda b: reference_logprobs(run, b))
     update = policy_update(run.policy, run.optimizer, run.scheduler, batch, cfg.algorithm, cfg.train, cfg.rollout.max_new_tokens) if batch else {}
-    run.engine.load_weights(run.policy.state_dict().items())
+    push_weights(run)
     return {
         **rollout_stats(groups),
         **{f"batch/{k}": v for k, v in vars(batch_stats).items()},
@@ -124,8 +124,7 @@ def setup(cfg: Config) -> Run:
         policy=policy,
         tokenizer=tokenizer,
         reference=reference,
-        engine=HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16),
-        eval_engine=HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16),
+        **make_engines(cfg, policy, tokenizer),
         env=SingleTurnEnv(tokenizer, RewardScorer(components, pool)),
         eval_env=SingleTurnEnv(tokenizer, RewardScorer(judge, pool)),
         problems=task.train_problems(cfg.train.seed),
@@ -135,6 +134,38 @@ def setup(cfg: Config) -> Run:
         pool=pool,
         logger=MetricsLogger(run_dir / "metrics.jsonl"),
     )
+
+
+def make_engines(cfg: Config, policy, tokenizer) -> dict[str, Engine]:
+    """The rollout engine and the evaluation engine (one vLLM engine serves both)."""
+    if cfg.rollout.engine == "vllm":
+        from hone.engine.vllm import VLLMEngine
+
+        engine = VLLMEngine(local_folder(cfg.model), dtype="bfloat16" if cfg.rollout.bf16 else "float32", seed=cfg.train.seed)
+        return {"engine": engine, "eval_engine": engine}
+    return {
+        "engine": HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16),
+        "eval_engine": HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16),
+    }
+
+
+def push_weights(run: Run) -> None:
+    """Send the updated policy to the engine, unless the engine generates with the policy itself."""
+    if getattr(run.engine, "model", None) is run.policy:
+        return
+    run.engine.load_weights(checkpoint_weights(run.policy))
+
+
+def checkpoint_weights(model) -> list[tuple[str, torch.Tensor]]:
+    """The policy's weights under Hugging Face checkpoint names; LoRA adapters merged in."""
+    if not hasattr(model, "merge_adapter"):
+        return list(model.state_dict().items())
+    model.merge_adapter()
+    try:
+        state = model.get_base_model().state_dict()
+        return [(name.replace(".base_layer", ""), t.clone()) for name, t in state.items() if "lora_" not in name]
+    finally:
+        model.unmerge_adapter()
 
 
 def with_lora(model, lora):

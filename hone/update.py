@@ -6,7 +6,7 @@ from contextlib import nullcontext
 
 import torch
 
-from hone.algorithms import KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES, entropy_from_logits, masked_mean
+from hone.algorithms import KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES, entropy_from_logits, masked_mean, truncated_is_weights
 from hone.engine.hf import positions
 from hone.records import TrainBatch
 
@@ -79,6 +79,10 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
         logprobs, entropy = completion_logprobs(model, micro, bf16=train.bf16, entropy=algo.entropy_coef > 0)
         old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
         loss_tokens, metrics = policy_loss(logprobs, old, micro.advantages, mask, clip_low=algo.clip_low, clip_high=algo.clip_high, dual_clip=algo.dual_clip)
+        if algo.tis_cap is not None:  # correct the engine/trainer mismatch (the policy term only)
+            weights = truncated_is_weights(old, micro.sampling_logprobs, mask, algo.tis_cap)
+            loss_tokens = loss_tokens * weights
+            metrics["tis_weight"] = masked_mean(weights, mask)
         if kl_in_loss:
             kl = KL_ESTIMATORS.get(algo.kl_estimator)(logprobs, micro.ref_logprobs)
             loss_tokens = loss_tokens + algo.kl_coef * kl

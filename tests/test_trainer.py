@@ -74,3 +74,24 @@ def test_quickstart_recipe_runs_two_steps_on_the_embedded_model(tmp_path, capsys
     rows = [json.loads(line) for line in (tmp_path / "qs" / "metrics.jsonl").read_text().splitlines()]
     assert 0.0 <= rows[-1]["eval/accuracy"] <= 1.0 and rows[-1]["eval/unscored"] == 0
     assert torch.isfinite(torch.tensor([r["update/loss"] for r in rows if "update/loss" in r])).all()
+
+
+def test_checkpoint_weights_merge_lora_under_plain_names(tiny):
+    import copy
+
+    from hone.config import LoraConfig
+    from hone.trainer import checkpoint_weights, with_lora
+
+    plain_names = set(tiny.state_dict())
+    lora = with_lora(copy.deepcopy(tiny), LoraConfig(enabled=True, r=4, alpha=8))
+    for name, param in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)  # a non-trivial adapter
+    weights = dict(checkpoint_weights(lora))
+    assert set(weights) == plain_names
+    merged = copy.deepcopy(lora).merge_and_unload()
+    for name, tensor in merged.state_dict().items():
+        torch.testing.assert_close(weights[name], tensor)
+    assert any("lora_A" in n for n, _ in lora.named_parameters())  # the training model keeps its adapters
+    moved = max((weights[n] - t).abs().max() for n, t in tiny.state_dict().items())
+    assert moved > 0

@@ -12,7 +12,7 @@ PROBLEM = Problem("p", ({"role": "user", "content": "x"},), "0")
 
 
 def algo(**overrides):
-    base = dict(policy_loss="ppo_clip", loss_agg="token-mean", clip_low=0.2, clip_high=0.28, dual_clip=None, kl_coef=0.0, kl_in_reward=False, kl_estimator="k3", entropy_coef=0.0, ppo_epochs=1, mini_batches=1)
+    base = dict(policy_loss="ppo_clip", loss_agg="token-mean", clip_low=0.2, clip_high=0.28, dual_clip=None, tis_cap=None, kl_coef=0.0, kl_in_reward=False, kl_estimator="k3", entropy_coef=0.0, ppo_epochs=1, mini_batches=1)
     return SimpleNamespace(**{**base, **overrides})
 
 
@@ -93,3 +93,16 @@ def test_several_epochs_and_mini_batches_take_several_optimizer_steps(tiny):
 def test_entropy_bonus_is_reported(tiny):
     _, stats = grads_after_update(tiny, make_batch(tiny), algo(entropy_coef=0.01), train())
     assert 0 < stats["entropy"] <= torch.log(torch.tensor(float(tiny.config.vocab_size))).item() + 1e-4
+
+
+def test_truncated_importance_sampling_scales_the_policy_gradient(tiny):
+    """Engine log-probs higher by ln 2 everywhere: every weight is pi_train / pi_engine = 0.5, so the gradient halves."""
+    import math
+
+    batch = make_batch(tiny)
+    plain, _ = grads_after_update(tiny, batch, algo(), train())
+    batch.sampling_logprobs = (batch.sampling_logprobs + math.log(2.0)) * batch.completion_mask
+    weighted, stats = grads_after_update(tiny, batch, algo(tis_cap=2.0), train())
+    assert stats["tis_weight"] == pytest.approx(0.5, rel=1e-5)
+    for name in plain:
+        torch.testing.assert_close(weighted[name], 0.5 * plain[name], atol=1e-7, rtol=1e-4)

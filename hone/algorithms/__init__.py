@@ -11,6 +11,7 @@ from hone.algorithms.losses import (
     POLICY_LOSSES,
     entropy_from_logits,
     masked_mean,
+    truncated_is_weights,
 )
 from hone.algorithms.registry import Registry
 
@@ -24,4 +25,5 @@ __all__ = [
     "gae",
     "gae_reference",
     "masked_mean",
+    "truncated_is_weights",
 ]

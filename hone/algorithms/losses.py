@@ -274,3 +274,18 @@ def seq_mean_token_sum_norm(
         raise ValueError("seq-mean-token-sum-norm needs norm_len (e.g. the max response length)")
     seqs = _normaliser("num_seqs", num_seqs, loss.shape[0])
     return _masked(loss, mask).sum() / (seqs * _normaliser("norm_len", norm_len, 1.0))
+
+
+def truncated_is_weights(trainer_logprobs: Tensor, engine_logprobs: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """Per-token truncated importance weights ``min(pi_train / pi_engine, cap)``, detached.
+
+    The engine that sampled (vLLM, bf16 kernels) and the trainer's forward disagree slightly, so
+    an "on-policy" update is in fact off-policy; Yao et al. 2025 ("Your efficient RL framework
+    secretly brings you off-policy RL training") correct it by importance-weighting each token's
+    loss, truncating the weight at ``cap`` to bound the variance.
+
+    >>> truncated_is_weights(torch.tensor([[-1.0, -2.0, -0.5]]), torch.tensor([[-1.0, -1.0, -2.0]]), torch.tensor([[1.0, 1.0, 0.0]]), cap=2.0)
+    tensor([[1.0000, 0.3679, 0.0000]])
+    """
+    log_ratio = (trainer_logprobs - engine_logprobs).detach().clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    return log_ratio.exp().clamp(max=cap) * mask

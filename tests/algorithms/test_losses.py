@@ -233,3 +233,14 @@ def test_masked_mean():
     assert masked_mean(x, mask).item() == 2.0  # (1 + 3) / 2
     assert_close(masked_mean(x, mask, dim=-1), torch.tensor([2.0, 0.0]))  # empty row -> 0
     assert masked_mean(x, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_truncated_is_weights_hand_worked():
+    from hone.algorithms import truncated_is_weights
+
+    # log ratios: 0 -> 1; ln 3 -> 3 capped at 2; -ln 2 -> 0.5; a masked token -> 0
+    trainer = torch.tensor([[0.0, math.log(3.0), -math.log(2.0), 5.0]])
+    engine = torch.zeros(1, 4)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    torch.testing.assert_close(truncated_is_weights(trainer, engine, mask, cap=2.0), torch.tensor([[1.0, 2.0, 0.5, 0.0]]))
+    assert not truncated_is_weights(trainer.requires_grad_(), engine, mask, cap=2.0).requires_grad
