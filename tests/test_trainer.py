@@ -19,7 +19,7 @@ def tiny_config(tiny_folder, tmp_path, *extra):
         [
             f"model={tiny_folder}", f"output.dir={tmp_path}/run", "train.steps=2", "rollout.prompts_per_step=2",
             "rollout.group_size=4", "rollout.max_new_tokens=8", "task.eval_size=8", "eval.samples=2", "eval.pass_k=[1,2]",
-            "eval.pass_k_size=4", "rewards.workers=1", "output.progress=false", "train.lr=1e-3", *extra,
+            "eval.pass_k_size=4", "rewards.workers=1", "output.progress=false", "train.lr=1e-3", "rollout.engine=transformers", *extra,
         ],
     )
 

