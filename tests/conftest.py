@@ -21,12 +21,16 @@ def tiny(tokenizer):
     return tiny_model(hidden_size=64, num_layers=2, seed=0).eval()
 
 
+def save_tiny_model(folder, tokenizer, **shape):
+    """Save ``tiny_model(**shape)`` with ``tokenizer`` as a plain Hugging Face folder; returns it."""
+    from hone.models import tiny_model
+
+    tiny_model(**shape).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory, tokenizer):
     """A tiny model saved as a plain Hugging Face folder, usable as ``model=PATH`` in a recipe."""
-    from hone.models import tiny_model
-
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tiny_model(hidden_size=64, num_layers=2, seed=0).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"), tokenizer, hidden_size=64, num_layers=2, seed=0)

@@ -19,12 +19,9 @@ GREEDY = SamplingParams(max_new_tokens=8, temperature=0.0)
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory, tokenizer):
     """A tiny model with head_dim 64: vLLM's CPU attention has no kernel for the default tiny head_dim of 16."""
-    from hone.models import tiny_model
+    from tests.conftest import save_tiny_model
 
-    folder = tmp_path_factory.mktemp("tiny-vllm")
-    tiny_model(hidden_size=128, num_heads=2, seed=0).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-vllm"), tokenizer, hidden_size=128, num_heads=2, seed=0)
 
 
 @pytest.fixture(scope="module")
