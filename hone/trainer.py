@@ -80,16 +80,28 @@ def train_step(run: Run) -> dict[str, float]:
     sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.group_size)
     groups = run.env.rollout(list(islice(run.problems, cfg.rollout.prompts_per_step)), run.engine, sampling)
     generated = time.perf_counter()
-    batch, batch_stats = build_batch(groups, cfg.algorithm, cfg.rollout.max_new_tokens, run.tokenizer.pad_token_id, lambda b: reference_logprobs(run, b))
+    reference_time = 0.0
+
+    def reference(batch):
+        nonlocal reference_time
+        began = time.perf_counter()
+        out = reference_logprobs(run, batch)
+        reference_time = time.perf_counter() - began
+        return out
+
+    batch, batch_stats = build_batch(groups, cfg.algorithm, cfg.rollout.max_new_tokens, run.tokenizer.pad_token_id, reference)
     update = policy_update(run.policy, run.optimizer, run.scheduler, batch, cfg.algorithm, cfg.train, cfg.rollout.max_new_tokens) if batch else {}
     updated = time.perf_counter()
     push_weights(run)
     return {
         **rollout_stats(groups),
         **{f"batch/{k}": v for k, v in vars(batch_stats).items()},
-        **{f"update/{k}": v for k, v in update.items()},
+        **{(f"time/{k[5:]}" if k.startswith("time_") else f"update/{k}"): v for k, v in update.items()},
         "lr": run.scheduler.get_last_lr()[0],
         "time/rollout": generated - started,
+        "time/generate": run.env.last_times.generate,
+        "time/reference": reference_time,
+        "time/score": run.env.last_times.score,
         "time/update": updated - generated,
         "time/push": time.perf_counter() - updated,
         "time/step": time.perf_counter() - started,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 
 import torch
@@ -63,7 +64,8 @@ def policy_update(model, optimizer, scheduler, batch: TrainBatch, algo, train, n
             scheduler.step()
             for key, value in step_stats.items():
                 stats.setdefault(key, []).append(value)
-    return {key: sum(values) / len(values) for key, values in stats.items()}
+    # times add up over optimizer steps; everything else is a mean over them
+    return {key: sum(values) / (1 if key.startswith("time_") else len(values)) for key, values in stats.items()}
 
 
 def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: float) -> dict[str, float]:
@@ -73,8 +75,13 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
     kl_in_loss = algo.kl_coef > 0 and not algo.kl_in_reward
     sums: dict[str, float] = {}
     optimizer.zero_grad(set_to_none=True)
+    times = {"time_forward": 0.0, "time_backward": 0.0}
+    # bucket rows of similar length into the same micro-batch, then drop the padding they all share;
+    # the micro-batch losses are summed with the mini-batch's normalisers, so the order is free
+    by_length = torch.argsort(mini.attention_mask.sum(1))
     for start in range(0, len(mini), train.micro_batch_size):
-        micro = mini.select(slice(start, start + train.micro_batch_size))
+        began = time.perf_counter()
+        micro = mini.select(by_length[start:start + train.micro_batch_size]).trimmed()
         mask = micro.completion_mask
         logprobs, entropy = completion_logprobs(model, micro, bf16=train.bf16, entropy=algo.entropy_coef > 0)
         old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
@@ -90,7 +97,10 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
         if entropy is not None:
             loss_tokens = loss_tokens - algo.entropy_coef * entropy
         loss = aggregate(loss_tokens, mask, num_tokens=num_tokens, num_seqs=num_seqs, norm_len=norm_len)
+        forwarded = time.perf_counter()
         loss.backward()
+        times["time_forward"] += forwarded - began
+        times["time_backward"] += time.perf_counter() - forwarded
         share = float(mask.sum()) / num_tokens  # token share: micro-batch metrics add up to the mini-batch mean
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())  # aggregated losses already add up
         metrics["logprob_gap"] = masked_mean((logprobs.detach() - micro.sampling_logprobs).abs(), mask)
@@ -98,7 +108,8 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
             metrics["entropy"] = masked_mean(entropy.detach(), mask)
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value) * share
+    began = time.perf_counter()
     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.max_grad_norm)
     optimizer.step()
-    sums["grad_norm"] = float(grad_norm)
-    return sums
+    times["time_optimizer"] = time.perf_counter() - began
+    return {**sums, **times, "grad_norm": float(grad_norm)}

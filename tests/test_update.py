@@ -106,3 +106,13 @@ def test_truncated_importance_sampling_scales_the_policy_gradient(tiny):
     assert stats["tis_weight"] == pytest.approx(0.5, rel=1e-5)
     for name in plain:
         torch.testing.assert_close(weighted[name], 0.5 * plain[name], atol=1e-7, rtol=1e-4)
+
+
+def test_trimming_shared_padding_keeps_the_log_probs(tiny):
+    batch = make_batch(tiny)
+    rows = batch.select(torch.tensor([0, 3]))  # two rows with short prompts: shared left padding to drop
+    trimmed = rows.trimmed()
+    assert trimmed.input_ids.shape[1] < rows.input_ids.shape[1]
+    assert trimmed.completion_length == int(rows.completion_mask.sum(1).max())
+    full = completion_logprobs(tiny, rows)[0][:, : trimmed.completion_length]
+    torch.testing.assert_close(completion_logprobs(tiny, trimmed)[0], full, atol=1e-5, rtol=1e-5)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Sequence
 
 from hone.engine import Engine, SamplingParams
 from hone.records import Problem, Rollout, ScoredGroup
 from hone.rewards import RewardScorer
+
+
+@dataclass
+class RolloutTimes:
+    """Where the last ``rollout`` call spent its time, in seconds."""
+
+    generate: float = 0.0
+    score: float = 0.0
 
 
 class SingleTurnEnv:
@@ -15,13 +25,16 @@ class SingleTurnEnv:
     def __init__(self, tokenizer, scorer: RewardScorer):
         self.tokenizer = tokenizer
         self.scorer = scorer
+        self.last_times = RolloutTimes()
 
     def prompt_ids(self, problem: Problem) -> list[int]:
         text = self.tokenizer.apply_chat_template(list(problem.messages), add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def rollout(self, problems: Sequence[Problem], engine: Engine, params: SamplingParams) -> list[ScoredGroup]:
+        began = time.perf_counter()
         generations = engine.generate([self.prompt_ids(p) for p in problems], params)
+        generated = time.perf_counter()
         groups = [
             ScoredGroup(p, [Rollout(p, g.prompt_ids, g.completion_ids, g.text, g.logprobs, g.finish_reason) for g in gens])
             for p, gens in zip(problems, generations)
@@ -31,4 +44,5 @@ class SingleTurnEnv:
         for i, rollout in enumerate(rollouts):
             rollout.reward = result.total[i]
             rollout.reward_parts = {name: values[i] for name, values in result.components.items()}
+        self.last_times = RolloutTimes(generate=generated - began, score=time.perf_counter() - generated)
         return groups

@@ -1,0 +1,151 @@
+"""A GRPO step, hone against TRL's GRPOTrainer on the same CPU work, in one process.
+
+    make bench                       # or: .venv/bin/python -m benchmarks.grpo_step [--steps 3] [--skip-trl]
+
+Work (issue 3): SmolLM2-135M-Instruct (the embedded GGUF, dequantised), 8 prompts x 8 samples,
+at most 64 new tokens, temperature 1.0, one optimizer update per batch, with and without a KL term.
+Prints seconds per step (median of ``--steps`` after one warm-up step) for each side, their ratio,
+hone's time per phase, the generation throughput of hone's engine against standalone vLLM on the
+same prompts, and the physical limit: the step's FLOPs divided by this machine's measured peak
+matmul rate. Nothing here is a test; the numbers depend on the machine and what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from itertools import islice
+
+import torch
+
+PROMPTS, GROUP, MAX_NEW, KL = 8, 8, 64, 0.04
+
+
+def hone_steps(kl_coef: float, steps: int) -> tuple[list[dict], object]:
+    """Per-step metric rows of ``steps`` hone GRPO steps (after one warm-up step), and the run."""
+    from hone.config import load_config
+    from hone.trainer import setup, train_step
+
+    overrides = [
+        f"rollout.prompts_per_step={PROMPTS}", f"rollout.group_size={GROUP}", f"rollout.max_new_tokens={MAX_NEW}",
+        f"algorithm.kl_coef={kl_coef}", "train.lr=1e-6", f"train.steps={steps + 1}", "eval.at_start=false",
+        f"output.dir={tempfile.mkdtemp(prefix='hone-bench-')}", "output.progress=false", "output.plot=false",
+    ]
+    run = setup(load_config("recipes/quickstart.yaml", overrides))
+    rows = [train_step(run) for _ in range(steps + 1)][1:]
+    if run.pool is not None:
+        run.pool.close()
+    return rows, run
+
+
+def peak_matmul(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Measured matmul rate in FLOP/s (median), at the current thread count."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - began)
+    return 2 * size**3 / statistics.median(times)
+
+
+def step_flops(model, prompt_tokens: int, completion_tokens: int, samples: int, kl: bool) -> float:
+    """Matmul FLOPs a step needs: generation (KV cache, each token once), forward+backward of the
+    batch (the LM head only where a log-prob is needed), and a reference forward when KL is on."""
+    vocab, width = model.get_input_embeddings().weight.shape
+    body = sum(p.numel() for p in model.parameters()) - vocab * width  # tied embedding/head counted once
+    tokens, head = samples * (prompt_tokens + completion_tokens), samples * completion_tokens * vocab * width
+    generate = 2 * body * tokens + 2 * head
+    train = 6 * body * tokens + 6 * head
+    return generate + train + (2 * body * tokens + 2 * head if kl else 0)
+
+
+def engine_throughput(run, repeats: int = 3) -> dict[str, float]:
+    """Generated tokens/s of hone's engine, and of the same vLLM instance called directly (what hone adds on top)."""
+    from hone.engine import SamplingParams
+
+    problems = list(islice(run.problems, PROMPTS))
+    prompts = [run.env.prompt_ids(p) for p in problems]
+    params = SamplingParams(max_new_tokens=MAX_NEW, temperature=1.0, n=GROUP)
+    out = {"hone": _rate(lambda: [len(g.completion_ids) for gs in run.engine.generate(prompts, params) for g in gs], repeats)}
+    if hasattr(run.engine, "llm"):
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        llm, raw = run.engine.llm, [TokensPrompt(prompt_token_ids=p) for p in prompts]
+        vparams = VSamplingParams(n=GROUP, temperature=1.0, max_tokens=MAX_NEW)
+        out["vllm"] = _rate(lambda: [len(c.token_ids) for o in llm.generate(raw, vparams, use_tqdm=False) for c in o.outputs], repeats)
+    return out
+
+
+def _rate(generate, repeats: int) -> float:
+    rates = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        tokens = sum(generate())
+        rates.append(tokens / (time.perf_counter() - began))
+    return statistics.median(rates)
+
+
+def trl_steps(beta: float, steps: int) -> dict:
+    """TRL's step times, measured in a fresh child process: vLLM keeps memory and patches torch's
+    thread control in this one, and TRL's 64-sequence full-vocabulary forward needs the room."""
+    import multiprocessing
+
+    from benchmarks.trl_side import trl_grpo_step_times
+    from hone.models import local_folder
+    from hone.tasks import ArithmeticTask
+
+    problems = list(islice(ArithmeticTask(eval_size=10).train_problems(seed=1), PROMPTS * (steps + 2)))
+    args = (local_folder("smollm2-135m-instruct"), [list(p.messages) for p in problems], [p.answer for p in problems])
+    kwargs = dict(group_size=GROUP, max_new_tokens=MAX_NEW, temperature=1.0, beta=beta, steps=steps)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(trl_grpo_step_times, args, kwargs)
+
+
+def median(rows: list[dict], key: str) -> float:
+    return statistics.median(row.get(key, 0.0) for row in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration (after one warm-up)")
+    parser.add_argument("--skip-trl", action="store_true", help="hone only (a TRL step takes about two minutes here)")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"work: {PROMPTS} prompts x {GROUP} samples, <= {MAX_NEW} new tokens, temperature 1.0, one update per batch; "
+          f"{torch.get_num_threads()} threads; median of {args.steps} steps after a warm-up", flush=True)
+    # TRL first, each in a child process, while this process holds no model: memory stays in bounds
+    trl = {} if args.skip_trl else {kl: trl_steps(kl, args.steps) for kl in (0.0, KL)}
+    for kl in (0.0, KL):
+        rows, run = hone_steps(kl, args.steps)
+        hone_s = median(rows, "time/step")
+        print(f"\n[kl_coef={kl}] hone engine={type(run.engine).__name__}: {hone_s:.2f} s/step "
+              f"(mean completion {median(rows, 'completion/length'):.1f} tokens)")
+        phases = ["generate", "score", "reference", "forward", "backward", "optimizer", "push"]
+        print("  phases (median s): " + "  ".join(f"{p} {median(rows, f'time/{p}'):.2f}" for p in phases)
+              + f"  other {hone_s - sum(median(rows, f'time/{p}') for p in phases):.2f}")
+        prompt_tokens = len(run.env.prompt_ids(next(run.problems)))
+        flops = step_flops(run.policy, prompt_tokens, round(median(rows, "completion/length")), PROMPTS * GROUP, kl > 0)
+        peak = peak_matmul(torch.bfloat16)
+        print(f"  FLOP limit: {flops / 1e12:.2f} TFLOP per step / {peak / 1e9:.0f} GFLOP/s bf16 peak = {flops / peak:.2f} s; "
+              f"hone is {hone_s / (flops / peak):.1f}x the limit (fp32 peak {peak_matmul(torch.float32) / 1e9:.0f} GFLOP/s)")
+        if kl == 0.0:
+            rates = engine_throughput(run)
+            line = f"  generation throughput: hone engine {rates['hone']:.0f} tokens/s"
+            if "vllm" in rates:
+                line += f", vLLM called directly {rates['vllm']:.0f} tokens/s, ratio {rates['hone'] / rates['vllm']:.2f}"
+            print(line)
+        del run
+        if kl in trl:
+            trl_s = statistics.median(trl[kl]["step_seconds"])
+            print(f"  TRL GRPOTrainer ({trl[kl]['setting']}): {trl_s:.2f} s/step {[round(s, 1) for s in trl[kl]['step_seconds']]}")
+            print(f"  speed-up ratio (TRL s/step / hone s/step): {trl_s / hone_s:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
