@@ -95,6 +95,8 @@ def trl_steps(beta: float, steps: int) -> dict:
     """TRL's step times, measured in a fresh child process: vLLM keeps memory and patches torch's
     thread control in this one, and TRL's 64-sequence full-vocabulary forward needs the room."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     from benchmarks.trl_side import trl_grpo_step_times
     from hone.models import local_folder
@@ -103,8 +105,11 @@ def trl_steps(beta: float, steps: int) -> dict:
     problems = list(islice(ArithmeticTask(eval_size=10).train_problems(seed=1), PROMPTS * (steps + 2)))
     args = (local_folder("smollm2-135m-instruct"), [list(p.messages) for p in problems], [p.answer for p in problems])
     kwargs = dict(group_size=GROUP, max_new_tokens=MAX_NEW, temperature=1.0, beta=beta, steps=steps)
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(trl_grpo_step_times, args, kwargs)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(trl_grpo_step_times, *args, **kwargs).result()
+        except BrokenProcessPool:  # the child was killed, on this 24 GiB machine by the OOM killer
+            return {"step_seconds": [float("nan")], "setting": "the TRL process died (out of memory?)"}
 
 
 def median(rows: list[dict], key: str) -> float:
