@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from hone.engine import Engine, SamplingParams
 from hone.envs import Environment
@@ -18,9 +20,6 @@ class EvalReport:
 
 def write_samples(rollouts: list[Rollout], path) -> None:
     """One JSON row per greedy answer: problem, reference, completion, reward."""
-    import json
-    from pathlib import Path
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"id": r.problem.id, "answer": r.problem.answer, "completion": r.text, "reward": r.reward, "finish": r.finish_reason} for r in rollouts]

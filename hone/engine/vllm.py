@@ -39,8 +39,7 @@ class VLLMEngine:
                  gpu_memory_utilization: float = 0.3, kv_cache_gib: float = 1.0):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
-        threads = torch.get_num_threads()  # vLLM replaces torch.set_num_threads with a no-op on CPU
-        from vllm import LLM
+        from vllm import LLM  # note: on CPU vLLM replaces torch.set_num_threads with a no-op
 
         self.llm = LLM(
             model=model, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=True,
@@ -48,7 +47,6 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs", enable_prefix_caching=True,
         )
         self.tokenizer = self.llm.get_tokenizer()
-        self.threads = threads
 
     def generate(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[list[Generation]]:
         from vllm import SamplingParams as VSamplingParams
