@@ -104,7 +104,7 @@ def trl_steps(beta: float, steps: int) -> dict:
 
     problems = list(islice(ArithmeticTask(eval_size=10).train_problems(seed=1), PROMPTS * (steps + 2)))
     args = (local_folder("smollm2-135m-instruct"), [list(p.messages) for p in problems], [p.answer for p in problems])
-    kwargs = dict(group_size=GROUP, max_new_tokens=MAX_NEW, temperature=1.0, beta=beta, steps=steps)
+    kwargs = dict(group_size=GROUP, max_new_tokens=MAX_NEW, temperature=1.0, beta=beta, steps=steps, prompts_per_step=PROMPTS)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
             return pool.submit(trl_grpo_step_times, *args, **kwargs).result()

@@ -2,8 +2,11 @@
 ``GRPOTrainer`` on CPU, on the same prompts, group size, completion length and reward.
 
 One optimizer step = one generation batch of ``len(prompts) * group_size`` completions
-(``num_iterations=1``, ``steps_per_generation=1``, no gradient accumulation), timed from
-``on_step_begin`` to ``on_step_end`` so TRL's generation, reward and update are all included.
+(``num_iterations=1``), taken as micro-batches of ``micro_batch`` with gradient accumulation and
+``steps_per_generation`` equal to the accumulation steps, so each generation batch gives exactly one
+optimizer update, as in hone. (One micro-batch of all 64 completions was OOM-killed on this 24 GiB
+machine.) A step is timed from one ``on_step_end`` to the next (the first from ``on_train_begin``),
+so TRL's generation, reward, data loading and update are all included.
 """
 
 from __future__ import annotations
@@ -32,10 +35,13 @@ def _reward(completions, answer, **kwargs):
 
 def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list[str], *, group_size: int = 8,
                         max_new_tokens: int = 64, temperature: float = 1.0, beta: float = 0.0, steps: int = 3,
-                        lr: float = 1e-6, bf16: bool = True, use_vllm: bool = False) -> dict:
+                        lr: float = 1e-6, bf16: bool = True, use_vllm: bool = False,
+                        micro_batch: int = 16, prompts_per_step: int | None = None) -> dict:
     """Run TRL's GRPOTrainer for ``steps + 1`` optimizer steps; return the last ``steps`` step times.
 
-    Returns ``{"step_seconds": [...], "setting": "..."}``; the first step is a warm-up and is dropped.
+    ``prompts`` is the pool the steps draw from; each step takes ``prompts_per_step`` of them
+    (default: all) times ``group_size`` completions. Returns ``{"step_seconds": [...], "setting": "..."}``;
+    the first step is a warm-up and is dropped.
     """
     import torch
     import transformers
@@ -50,19 +56,24 @@ def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list
     for name in ("trl", "accelerate", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
-    completions_per_step = len(prompts) * group_size
+    completions_per_step = (prompts_per_step or len(prompts)) * group_size
+    if completions_per_step % micro_batch:
+        raise ValueError(f"micro_batch={micro_batch} must divide {completions_per_step} completions per step")
+    accumulation = completions_per_step // micro_batch
     dataset = Dataset.from_dict({"prompt": [list(p) for p in prompts], "answer": list(answers)})
 
     class _StepTimer(TrainerCallback):
         def __init__(self):
             self.seconds: list[float] = []
-            self._start = None
+            self._last = None
 
-        def on_step_begin(self, args, state, control, **kwargs):
-            self._start = time.perf_counter()
+        def on_train_begin(self, args, state, control, **kwargs):
+            self._last = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.seconds.append(time.perf_counter() - self._start)
+            now = time.perf_counter()
+            self.seconds.append(now - self._last)
+            self._last = now
 
     timer = _StepTimer()
     extra = {}
@@ -79,9 +90,9 @@ def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list
             learning_rate=lr,
             beta=beta,
             num_generations=group_size,
-            per_device_train_batch_size=completions_per_step,
-            gradient_accumulation_steps=1,
-            steps_per_generation=1,
+            per_device_train_batch_size=micro_batch,
+            gradient_accumulation_steps=accumulation,
+            steps_per_generation=accumulation,
             num_iterations=1,
             max_completion_length=max_new_tokens,
             temperature=temperature,
@@ -110,8 +121,8 @@ def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list
     setting = (
         f"trl GRPOTrainer, CPU (use_cpu, 2 threads), {'bf16 autocast' if bf16 else 'fp32'}, "
         f"{'vLLM colocate' if use_vllm else 'HF generate'}, no grad checkpointing, "
-        f"{len(prompts)} prompts x {group_size} generations = {completions_per_step} completions per step, "
-        f"batch {completions_per_step}, grad accum 1, steps_per_generation 1, num_iterations 1, "
+        f"{completions_per_step // group_size} prompts x {group_size} generations = {completions_per_step} completions per step, "
+        f"micro-batch {micro_batch} x grad accum {accumulation} (steps_per_generation {accumulation}), num_iterations 1, "
         f"max_completion_length {max_new_tokens}, temperature {temperature}, beta {beta}, lr {lr}"
     )
     return {"step_seconds": timer.seconds[1:], "setting": setting}

@@ -39,6 +39,8 @@ class VLLMEngine:
                  gpu_memory_utilization: float = 0.3, kv_cache_gib: float = 1.0):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
+        # every weight push logs a dtype warning per tensor; errors still show (set VLLM_LOGGING_LEVEL to see more)
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         from vllm import LLM  # note: on CPU vLLM replaces torch.set_num_threads with a no-op
 
         self.llm = LLM(
