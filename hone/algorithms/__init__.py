@@ -4,8 +4,8 @@ Everything here imports only torch and takes tensors and scalars. Variants are l
 name in one registry per kind.
 """
 
-from hone.algorithms.advantages import OUTCOME_ADVANTAGES, gae, gae_reference
-from hone.algorithms.kl import KL_ESTIMATORS
+from hone.algorithms.advantages import OUTCOME_ADVANTAGES, gae, gae_reference, token_rewards, whiten
+from hone.algorithms.kl import KL_ESTIMATORS, adaptive_kl_coef
 from hone.algorithms.losses import (
     LOSS_AGGREGATIONS,
     POLICY_LOSSES,
@@ -13,7 +13,9 @@ from hone.algorithms.losses import (
     masked_mean,
     truncated_is_weights,
 )
+from hone.algorithms.preference import bradley_terry_loss, pairwise_accuracy
 from hone.algorithms.registry import Registry
+from hone.algorithms.value import clipped_value_loss
 
 __all__ = [
     "KL_ESTIMATORS",
@@ -21,9 +23,15 @@ __all__ = [
     "OUTCOME_ADVANTAGES",
     "POLICY_LOSSES",
     "Registry",
+    "adaptive_kl_coef",
+    "bradley_terry_loss",
+    "clipped_value_loss",
     "entropy_from_logits",
     "gae",
     "gae_reference",
     "masked_mean",
+    "pairwise_accuracy",
+    "token_rewards",
     "truncated_is_weights",
+    "whiten",
 ]

@@ -177,3 +177,44 @@ def gae_reference(
             advantages[row, t] = running
             returns[row, t] = running + float(values[row, t])
     return advantages.to(rewards.dtype), returns.to(rewards.dtype)
+
+
+def whiten(x: Tensor, mask: Tensor, *, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+    """``(x - mean) / std`` over the entries where ``mask`` is set, 0 elsewhere.
+
+    PPO's advantage whitening (as in OpenAI's baselines, TRL and verl's ``masked_whiten``): mean and
+    unbiased variance over every valid token of the batch. With ``shift_mean=False`` the mean is
+    added back, scaling only. Fewer than two valid entries: returned unchanged (masked to 0).
+
+    >>> whiten(torch.tensor([[1.0, 3.0, 99.0]]), torch.tensor([[1, 1, 0]]))
+    tensor([[-0.7071,  0.7071,  0.0000]])
+    """
+    mask = mask.bool()
+    mean, std, count = _masked_stats(x, mask, dim=tuple(range(x.dim())))
+    if int(count.flatten()[0]) < 2:
+        return torch.where(mask, x, 0.0)
+    out = (x - mean) / torch.sqrt(std**2 + eps)
+    if not shift_mean:
+        out = out + mean
+    return torch.where(mask, out, 0.0)
+
+
+def token_rewards(outcome: Tensor, mask: Tensor, kl: Tensor | None = None, kl_coef: float = 0.0) -> Tensor:
+    """Per-token rewards for PPO on language: the outcome reward on the last valid token, and
+    ``-kl_coef * kl_t`` on every token (Ziegler et al. 2019, eq. 2; Stiennon et al. 2020).
+
+    Args:
+        outcome: float ``(batch,)`` one reward per completion (e.g. the reward model's score).
+        mask: 0/1 ``(batch, T)``, 1 on completion tokens (right-padded).
+        kl: optional float ``(batch, T)`` per-token KL estimate to the reference.
+
+    >>> token_rewards(torch.tensor([1.0, 2.0]), torch.tensor([[1, 1, 0], [1, 1, 1]]),
+    ...               torch.tensor([[0.5, 0.5, 9.0], [0.2, 1.0, 0.0]]), kl_coef=0.1)
+    tensor([[-0.0500,  0.9500,  0.0000],
+            [-0.0200, -0.1000,  2.0000]])
+    """
+    mask = mask.float()
+    out = torch.where(mask.bool(), -kl_coef * kl, 0.0) if kl is not None else torch.zeros_like(mask)
+    last = (mask.sum(-1).long() - 1).clamp(min=0)  # a completion with no token puts its reward nowhere
+    has_token = mask.sum(-1) > 0
+    return out.index_put((torch.arange(len(out))[has_token], last[has_token]), outcome[has_token].to(out.dtype), accumulate=True)

@@ -56,3 +56,18 @@ def k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     """
     log_ratio = (ref_logprobs - logprobs).clamp(-K3_LOG_RATIO_LIMIT, K3_LOG_RATIO_LIMIT)
     return torch.exp(log_ratio) - log_ratio - 1
+
+
+def adaptive_kl_coef(coef: float, kl: float, target: float, horizon: float, steps: float) -> float:
+    """One update of the adaptive KL controller of Ziegler et al. (2019), section 2.2.
+
+    The coefficient ``beta`` is moved so the observed KL (per sequence) tracks ``target``:
+    ``e = clip(kl / target - 1, -0.2, 0.2)`` and ``beta <- beta * (1 + e * steps / horizon)``,
+    where ``steps`` is how many samples the KL was measured on and ``horizon`` how many samples it
+    should take to close the gap (their K_beta = 0.1 is the horizon's inverse per step).
+
+    >>> round(adaptive_kl_coef(0.1, kl=12.0, target=6.0, horizon=10_000, steps=64), 6)  # e = clip(1) = 0.2
+    0.100128
+    """
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return coef * (1.0 + error * steps / horizon)

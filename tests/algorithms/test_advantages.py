@@ -265,3 +265,18 @@ def test_gae_has_no_gradient():
     values = torch.ones(1, 3, requires_grad=True)
     advantages, returns = gae(torch.ones(1, 3), values, torch.ones(1, 3), gamma=1.0, lam=1.0)
     assert not advantages.requires_grad and not returns.requires_grad
+
+
+def test_whiten_over_valid_tokens_only():
+    from hone.algorithms import whiten
+
+    # valid 1, 2, 3, 6: mean 3, unbiased var (4 + 1 + 0 + 9) / 3 = 14 / 3, std 2.160247
+    x = torch.tensor([[1.0, 2.0, float("nan")], [3.0, 6.0, 100.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
+    std = (14 / 3) ** 0.5
+    expected = torch.tensor([[-2 / std, -1 / std, 0.0], [0.0, 3 / std, 0.0]])
+    assert_close(whiten(x, mask), expected, atol=1e-6, rtol=0)
+    # scaling only: the mean comes back
+    assert_close(whiten(x, mask, shift_mean=False), torch.where(mask.bool(), expected + 3, 0.0), atol=1e-6, rtol=0)
+    # one valid entry: left alone
+    assert_close(whiten(torch.tensor([[5.0, 1.0]]), torch.tensor([[1, 0]])), torch.tensor([[5.0, 0.0]]))

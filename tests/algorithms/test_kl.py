@@ -63,3 +63,15 @@ def test_k2_is_biased():
     expectation = (p * KL_ESTIMATORS.get("k2")(p.log(), q.log())).sum()
     assert float(exact) == pytest.approx(0.373386, abs=1e-6)
     assert float(expectation) == pytest.approx(0.363801, abs=1e-6)
+
+
+def test_adaptive_kl_controller_arithmetic():
+    from hone.algorithms import adaptive_kl_coef
+
+    # Ziegler et al. 2019: e = clip(KL / target - 1, -0.2, 0.2); beta *= 1 + e * n / horizon
+    # KL 7.5, target 6: e = 0.25 -> clipped to 0.2; 0.2 * (1 + 0.2 * 100 / 1000) = 0.2 * 1.02 = 0.204
+    assert adaptive_kl_coef(0.2, 7.5, 6.0, 1000, 100) == pytest.approx(0.204)
+    # KL 5.4, target 6: e = -0.1; 0.2 * (1 - 0.1 * 100 / 1000) = 0.2 * 0.99 = 0.198
+    assert adaptive_kl_coef(0.2, 5.4, 6.0, 1000, 100) == pytest.approx(0.198)
+    # on target: unchanged
+    assert adaptive_kl_coef(0.2, 6.0, 6.0, 1000, 100) == pytest.approx(0.2)
