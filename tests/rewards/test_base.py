@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from hone.rewards import math as math_rewards
-from hone.rewards.base import RewardComponent, RewardResult, RewardScorer, load_reward_fn
+from hone.rewards.base import REWARDS, RewardComponent, RewardResult, RewardScorer, load_reward_fn
 from hone.rewards.pool import WorkerPool
 from tests.rewards import fixtures
 
@@ -156,7 +156,7 @@ def test_load_reward_fn_errors():
     with pytest.raises(ValueError) as info:
         load_reward_fn("x")
     assert str(info.value) == (
-        "unknown reward 'x'; expected one of: exact_number, format_number_only, math_verify, or 'module:function'"
+        f"unknown reward 'x'; expected one of: {', '.join(sorted(REWARDS))}, or 'module:function'"
     )
     no_module = r"could not load reward 'no_such_pkg\.mod:f': ModuleNotFoundError: No module named 'no_such_pkg'"
     with pytest.raises(ValueError, match=no_module):
