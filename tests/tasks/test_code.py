@@ -15,18 +15,22 @@ from hone.tasks.humaneval import load_humaneval
 
 
 def test_held_out_tasks_are_never_trained_on_and_the_split_is_fixed():
-    task = CodeTask(level=3, eval_size=40)
+    task = CodeTask(level=2, eval_size=40)
     held_out = {p.id for p in task.eval_problems()}
     assert len(held_out) == 40
     assert not held_out & {p.id for p in itertools.islice(task.train_problems(seed=0), 3000)}
-    assert [p.id for p in CodeTask(level=3, eval_size=40).eval_problems()] == [p.id for p in task.eval_problems()]
-    assert [p.id for p in CodeTask(level=3, eval_size=40, seed=1).eval_problems()] != [p.id for p in task.eval_problems()]
+    assert [p.id for p in CodeTask(level=2, eval_size=40).eval_problems()] == [p.id for p in task.eval_problems()]
+    assert [p.id for p in CodeTask(level=2, eval_size=40, seed=1).eval_problems()] != [p.id for p in task.eval_problems()]
 
 
-def test_level_picks_the_templates():
-    names = lambda level: {p.id.rsplit("_", 1)[0] for p in itertools.islice(CodeTask(level=level, eval_size=5).train_problems(0), 500)}  # noqa: E731
-    assert names(1) <= {t.name.rsplit("_", 1)[0] for t in TEMPLATES if t.level == 1}
-    assert "count_above" in names(2) and "power_sum" not in names(2)
+def test_level_picks_the_templates_and_all_of_them_take_turns():
+    def templates(problems):
+        return {p.id.rsplit("_", 1)[0] for p in problems}
+
+    level_1 = {t.name.rsplit("_", 1)[0] for t in TEMPLATES if t.level == 1}
+    assert templates(itertools.islice(CodeTask(level=1, eval_size=5).train_problems(0), 200)) == level_1
+    assert templates(CodeTask(level=1, eval_size=len(level_1)).eval_problems()) == level_1  # one of each
+    assert "count_above" in templates(itertools.islice(CodeTask(level=2, eval_size=5).train_problems(0), 200))
 
 
 def test_a_problem_asks_for_one_function_with_five_asserts():
@@ -49,6 +53,9 @@ def test_every_template_reference_passes_its_own_tests():
         "keep_multiples_of_2": "def keep_multiples_of_2(nums): return [n for n in nums if n % 2 == 0]",
         "count_letter_a": "def count_letter_a(s): return s.count('a')", "replace_a": "def replace_a(s): return s.replace('a', '*')",
         "power_sum_1": "def power_sum_1(n): return n * (n + 1) // 2",
+        "sum_multiples_of_2": "def sum_multiples_of_2(n): return sum(i for i in range(2, n + 1, 2))",
+        "multiples_of_2": "def multiples_of_2(n): return [2 * i for i in range(1, n + 1)]",
+        "sorted_at_least_0": "def sorted_at_least_0(nums): return sorted(n for n in nums if n >= 0)",
         "digit_sum_times_2": "def digit_sum_times_2(n): return 2 * sum(int(d) for d in str(n))",
     }
     assert sorted(references) == sorted(p.id for p in problems)
