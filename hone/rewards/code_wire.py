@@ -8,8 +8,10 @@ test's comparison. :func:`encode` runs on both sides; on the candidate's it is o
 
 This file is copied into each sandbox as ``wire.py``.
 
->>> decode(json.loads(json.dumps(encode([1, (2.5, "x"), {3: {None, True}}, b"\\x00"]))))
-[1, (2.5, 'x'), {3: {None, True}}, b'\\x00']
+>>> value = [1, (2.5, "x"), {3: frozenset({None, True})}, b"\\x00", 1j]
+>>> back = decode(json.loads(json.dumps(encode(value))))
+>>> back == value, type(back[1]), type(back[2][3])
+(True, <class 'tuple'>, <class 'frozenset'>)
 >>> decode({"t": [1, 2], "extra": 0})
 Traceback (most recent call last):
 ...
