@@ -6,13 +6,14 @@ standard library only and does nothing when imported.
 
 The launcher (L) starts the untrusted program (G) and stays its parent to the end:
 
-* ``namespaces`` mode: L forks a helper that writes L's user-namespace map (``0 -> outer_uid``,
-  an unprivileged host uid: 65534 when hone runs as root), then L enters new user, PID, network,
-  IPC and UTS namespaces and forks G, which is PID 1 of the new PID namespace. G unshares a mount
-  namespace, builds a root of read-only bind mounts plus a private tmpfs ``/tmp`` holding the
-  program's files, mounts a fresh ``/proc``, pivots into that root (the host's root is detached,
-  not merely hidden), sets resource limits, drops every capability from its bounding set, sets
-  ``no_new_privs``, and execs the interpreter.
+* ``namespaces`` mode: L builds the program's root in a mount namespace of its own (read-only
+  bind mounts of ``/usr``, ``/etc``, the interpreter; a private tmpfs ``/tmp`` holding the
+  program's files), while it can still read the host's files; forks a helper that writes L's
+  user-namespace map (``0 -> outer_uid``, an unprivileged host uid: 65534 when hone runs as root);
+  enters new user, PID, network, IPC and UTS namespaces, and forks G, PID 1 of the new PID
+  namespace. G takes a mount namespace of its own, mounts a fresh ``/proc``, pivots into the root
+  (the host's tree is detached, not merely hidden), sets resource limits, drops every capability
+  from its bounding set, sets ``no_new_privs``, and execs the interpreter.
 * ``plain`` mode (no namespaces on this machine): G starts a new session in a host temporary
   directory, sets the same resource limits and execs. Much weaker; see hone.sandbox.
 
