@@ -11,6 +11,7 @@ from hone.rewards.base import (
     RewardScorer,
     load_reward_fn,
 )
+from hone.rewards.code import code_fraction, code_pass
 from hone.rewards.math import exact_number, format_number_only, math_verify
 from hone.rewards.pool import JobResult, WorkerPool
 
@@ -22,6 +23,8 @@ __all__ = [
     "RewardResult",
     "RewardScorer",
     "WorkerPool",
+    "code_fraction",
+    "code_pass",
     "exact_number",
     "format_number_only",
     "load_reward_fn",
