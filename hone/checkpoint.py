@@ -65,8 +65,12 @@ def _write(model, tokenizer, staging: Path, *, merge_lora: bool, extra: dict | N
                 merged = copy.deepcopy(model).merge_and_unload()
             merged.save_pretrained(staging)  # transformers >= 5 always writes safetensors
             del merged
-    else:
+    elif hasattr(model, "save_pretrained"):
         model.save_pretrained(staging)
+    else:  # a plain torch module (e.g. a value head): its tensors alone
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(staging / "model.safetensors"))
     if tokenizer is not None:
         tokenizer.save_pretrained(staging)
     if extra is not None:

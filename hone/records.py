@@ -1,4 +1,5 @@
-"""One typed record per stage of data: problem -> rollout -> scored group -> training batch.
+"""One typed record per stage of data: problem -> rollout -> scored group -> training batch, and
+the preference pair a reward model learns from.
 
 Tensor fields carry a shape comment; B is the number of completions in a batch, P the padded
 prompt length and C the padded completion length.
@@ -6,7 +7,7 @@ prompt length and C the padded completion length.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -18,6 +19,16 @@ class Problem:
     id: str
     messages: tuple[dict[str, str], ...]  # chat messages ending with the user's turn
     answer: str  # gold answer as text, e.g. "82"
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """Two answers to one prompt and which one a rater preferred."""
+
+    prompt: tuple[dict[str, str], ...]  # chat messages ending with the user's turn
+    chosen: str  # the preferred answer (the assistant's turn)
+    rejected: str  # the other answer
+    margin: float = 0.0  # how strongly chosen was preferred, for a margin loss (0: none given)
 
 
 @dataclass
@@ -57,6 +68,8 @@ class TrainBatch:
     sampling_logprobs: torch.Tensor  # (B, C) float, from the engine (0 on padding)
     old_logprobs: torch.Tensor | None = None  # (B, C) behaviour policy under the trainer's forward, if recomputed
     ref_logprobs: torch.Tensor | None = None  # (B, C) reference model, when a KL term is on
+    old_values: torch.Tensor | None = None  # (B, C) critic's V(s_t) at rollout time (ppo)
+    returns: torch.Tensor | None = None  # (B, C) GAE returns, the critic's regression target (ppo)
 
     @property
     def completion_length(self) -> int:
@@ -74,26 +87,12 @@ class TrainBatch:
         start = int((prompt_mask.cumsum(1) == 0).sum(1).min()) if prompt_mask.numel() else 0
         keep = max(1, int(self.completion_mask.sum(1).max()))
         end = self.input_ids.shape[1] - width + keep
-        cut = lambda t: None if t is None else t[:, :keep]  # noqa: E731
-        return TrainBatch(
-            input_ids=self.input_ids[:, start:end],
-            attention_mask=self.attention_mask[:, start:end],
-            completion_mask=cut(self.completion_mask),
-            advantages=cut(self.advantages),
-            sampling_logprobs=cut(self.sampling_logprobs),
-            old_logprobs=cut(self.old_logprobs),
-            ref_logprobs=cut(self.ref_logprobs),
-        )
+        sequence = {"input_ids", "attention_mask"}  # (B, P + C); every other tensor field is (B, C)
+        return self._map(lambda name, t: t[:, start:end] if name in sequence else t[:, :keep])
 
     def select(self, index: slice | torch.Tensor) -> "TrainBatch":
         """Rows ``index`` of every tensor field (a micro-batch)."""
-        pick = lambda t: None if t is None else t[index]  # noqa: E731
-        return TrainBatch(
-            input_ids=pick(self.input_ids),
-            attention_mask=pick(self.attention_mask),
-            completion_mask=pick(self.completion_mask),
-            advantages=pick(self.advantages),
-            sampling_logprobs=pick(self.sampling_logprobs),
-            old_logprobs=pick(self.old_logprobs),
-            ref_logprobs=pick(self.ref_logprobs),
-        )
+        return self._map(lambda name, t: t[index])
+
+    def _map(self, fn) -> "TrainBatch":
+        return TrainBatch(**{f.name: None if getattr(self, f.name) is None else fn(f.name, getattr(self, f.name)) for f in fields(self)})

@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from hone.algorithms import adaptive_kl_coef
 from hone.batch import build_batch
 from hone.checkpoint import prune_checkpoints, save_checkpoint
 from hone.config import Config, dump_config
+from hone.critic import load_critic
 from hone.engine import Engine, SamplingParams
 from hone.engine.hf import HFEngine
 from hone.envs.single_turn import SingleTurnEnv
@@ -25,7 +27,7 @@ from hone.progress import Progress
 from hone.records import Problem, ScoredGroup
 from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
 from hone.tasks import make_task
-from hone.update import logprobs_no_grad, policy_update
+from hone.update import logprobs_no_grad, policy_update, values_no_grad
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Run:
     policy: torch.nn.Module
     tokenizer: object
     reference: object  # a model, "adapter-off" (LoRA: the base model is the reference), or None
+    critic: torch.nn.Module | None  # ppo's value function (hone.critic), else None
     engine: Engine
     eval_engine: Engine  # generates held-out answers (for the transformers engine: at evaluation precision)
     env: SingleTurnEnv
@@ -47,6 +50,8 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     pool: WorkerPool | None
     logger: MetricsLogger
+    kl_coef: float  # the KL coefficient now; an adaptive controller moves it (algorithm.kl_target)
+    steps_done: int = 0
 
 
 def train(cfg: Config) -> Path:
@@ -65,8 +70,7 @@ def train(cfg: Config) -> Path:
                 if cfg.output.save_every and step % cfg.output.save_every == 0 and step != cfg.train.steps:
                     save(run, run.dir / "checkpoints" / f"step-{step}", step)
             if first is not None and last is not first:
-                gain = 100 * (last["eval/accuracy"] - first["eval/accuracy"])
-                progress.note(f"held-out accuracy {first['eval/accuracy']:.3f} -> {last['eval/accuracy']:.3f} ({gain:+.1f} points), {time.perf_counter() - began:.0f}s in all")
+                progress.note(f"{summary(cfg, first, last)}, {time.perf_counter() - began:.0f}s in all")
         save(run, run.dir / "final", cfg.train.steps)
     finally:
         if run.pool is not None:
@@ -80,32 +84,57 @@ def train_step(run: Run) -> dict[str, float]:
     sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.group_size)
     groups = run.env.rollout(list(islice(run.problems, cfg.rollout.prompts_per_step)), run.engine, sampling)
     generated = time.perf_counter()
-    reference_time = 0.0
-
-    def reference(batch):
-        nonlocal reference_time
-        began = time.perf_counter()
-        out = reference_logprobs(run, batch)
-        reference_time = time.perf_counter() - began
-        return out
-
-    batch, batch_stats = build_batch(groups, cfg.algorithm, cfg.rollout.max_new_tokens, run.tokenizer.pad_token_id, reference)
-    update = policy_update(run.policy, run.optimizer, run.scheduler, batch, cfg.algorithm, cfg.train, cfg.rollout.max_new_tokens) if batch else {}
+    algo, models = replace(cfg.algorithm, kl_coef=run.kl_coef), RunModels(run)
+    batch, batch_stats = build_batch(groups, algo, cfg.rollout.max_new_tokens, run.tokenizer.pad_token_id, models)
+    warming = run.critic is not None and run.steps_done < cfg.critic.warmup_steps  # the critic learns alone
+    update = policy_update(run.policy, run.optimizer, run.scheduler, batch, algo, cfg.train, cfg.rollout.max_new_tokens, run.critic, policy_weight=0.0 if warming else 1.0) if batch else {}
     updated = time.perf_counter()
     push_weights(run)
+    run.steps_done += 1
+    if cfg.algorithm.kl_target is not None and batch is not None:
+        run.kl_coef = adaptive_kl_coef(run.kl_coef, batch_stats.kl, cfg.algorithm.kl_target, cfg.algorithm.kl_horizon, len(batch))
     return {
         **rollout_stats(groups),
-        **{f"batch/{k}": v for k, v in vars(batch_stats).items()},
+        **{f"batch/{k}": v for k, v in vars(batch_stats).items() if k != "kl"},
         **{(f"time/{k[5:]}" if k.startswith("time_") else f"update/{k}"): v for k, v in update.items()},
+        "kl/sequence": batch_stats.kl,
+        "kl/coef": algo.kl_coef,
         "lr": run.scheduler.get_last_lr()[0],
         "time/rollout": generated - started,
         "time/generate": run.env.last_times.generate,
-        "time/reference": reference_time,
+        "time/reference": models.seconds["reference"],
+        "time/values": models.seconds["values"],
+        "time/old_logprobs": models.seconds["policy"],
         "time/score": run.env.last_times.score,
         "time/update": updated - generated,
         "time/push": time.perf_counter() - updated,
         "time/step": time.perf_counter() - started,
     }
+
+
+class RunModels:
+    """The extra forward passes a batch needs (reference, policy, critic), timed; see ``hone.batch.BatchModels``."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.seconds = {"reference": 0.0, "policy": 0.0, "values": 0.0}
+
+    def _timed(self, name: str, fn, batch):
+        began = time.perf_counter()
+        out = fn(batch)
+        self.seconds[name] += time.perf_counter() - began
+        return out
+
+    def reference_logprobs(self, batch):
+        return self._timed("reference", lambda b: reference_logprobs(self.run, b), batch)
+
+    def policy_logprobs(self, batch):
+        train = self.run.cfg.train
+        return self._timed("policy", lambda b: logprobs_no_grad(self.run.policy, b, train.micro_batch_size, train.bf16), batch)
+
+    def values(self, batch):
+        train = self.run.cfg.train
+        return self._timed("values", lambda b: values_no_grad(self.run.critic, self.run.policy, b, train.micro_batch_size, train.bf16), batch)
 
 
 def setup(cfg: Config) -> Run:
@@ -120,6 +149,11 @@ def setup(cfg: Config) -> Run:
     run_dir = fresh_run_dir(cfg.run_dir)
     dump_config(cfg, run_dir / "config.yaml")
     tokenizer, policy = load_tokenizer(cfg.model), load_model(cfg.model)
+    reward_model = None
+    if cfg.rewards.model is not None:
+        from hone.reward_model import load_reward_model
+
+        reward_model = load_reward_model(cfg.named(cfg.rewards.model))
     reference = None
     if cfg.train.lora.enabled:
         policy = with_lora(policy, cfg.train.lora)
@@ -127,9 +161,14 @@ def setup(cfg: Config) -> Run:
     elif cfg.algorithm.kl_coef > 0:  # a KL coefficient of 0 never loads or runs a reference model
         reference = load_model(cfg.model).eval().requires_grad_(False)
     policy.train()
+    critic = None
+    if cfg.algorithm.name == "ppo":
+        critic = load_critic(cfg.critic.kind, cfg.named(cfg.critic.init or cfg.model), policy.config.hidden_size).train()
     pool = WorkerPool(cfg.rewards.workers, cfg.rewards.timeout_s) if cfg.rewards.workers > 0 else None
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay)
+    groups = [{"params": [p for p in policy.parameters() if p.requires_grad]}]
+    if critic is not None:  # the critic is the optimizer's second parameter group
+        groups.append({"params": list(critic.parameters()), "lr": cfg.critic.lr if cfg.critic.kind == "separate" else cfg.train.lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr, betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay)
     warmup = max(1, cfg.train.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / warmup))
     return Run(
@@ -138,16 +177,28 @@ def setup(cfg: Config) -> Run:
         policy=policy,
         tokenizer=tokenizer,
         reference=reference,
+        critic=critic,
         **make_engines(cfg, policy, tokenizer),
-        env=SingleTurnEnv(tokenizer, RewardScorer(components, pool)),
-        eval_env=SingleTurnEnv(tokenizer, RewardScorer(judge, pool)),
+        env=SingleTurnEnv(tokenizer, with_reward_model(cfg, RewardScorer(components, pool), reward_model, cfg.rewards.model_weight)),
+        # held out, the judge decides; a reward model's score rides along at weight 0, to be logged
+        eval_env=SingleTurnEnv(tokenizer, with_reward_model(cfg, RewardScorer(judge, pool), reward_model, 0.0)),
         problems=task.train_problems(cfg.train.seed),
         eval_problems=eval_problems,
         optimizer=optimizer,
         scheduler=scheduler,
         pool=pool,
         logger=MetricsLogger(run_dir / "metrics.jsonl"),
+        kl_coef=cfg.algorithm.kl_coef,
     )
+
+
+def with_reward_model(cfg: Config, scorer: RewardScorer, reward_model, weight: float):
+    """``scorer``, plus the reward model's score at ``weight`` when there is one (``(model, tokenizer)`` or None)."""
+    if reward_model is None:
+        return scorer
+    from hone.reward_model import RewardModelScorer
+
+    return RewardModelScorer(*reward_model, weight, scorer, bf16=cfg.train.bf16)
 
 
 def make_engines(cfg: Config, policy, tokenizer) -> dict[str, Engine]:
@@ -221,6 +272,14 @@ def rollout_stats(groups: list[ScoredGroup]) -> dict[str, float]:
     return stats
 
 
+def summary(cfg: Config, first: dict[str, float], last: dict[str, float]) -> str:
+    """The held-out change a run made: accuracy for verifiable rewards, the judge's mean score against a reward model."""
+    if cfg.rewards.model is not None:
+        return f"held-out mean {first.get('eval/reward', float('nan')):.3f} -> {last.get('eval/reward', float('nan')):.3f} (judge score)"
+    gain = 100 * (last["eval/accuracy"] - first["eval/accuracy"])
+    return f"held-out accuracy {first['eval/accuracy']:.3f} -> {last['eval/accuracy']:.3f} ({gain:+.1f} points)"
+
+
 def run_eval(run: Run, step: int, progress: Progress) -> dict[str, float]:
     cfg = run.cfg
     started = time.perf_counter()
@@ -236,7 +295,10 @@ def run_eval(run: Run, step: int, progress: Progress) -> dict[str, float]:
 
 
 def save(run: Run, folder: Path, step: int) -> None:
-    save_checkpoint(run.policy, run.tokenizer, folder, merge_lora=run.cfg.train.lora.merge_on_save, extra={"step": step})
+    save_checkpoint(run.policy, run.tokenizer, folder, merge_lora=run.cfg.train.lora.merge_on_save, extra={"step": step, "kl_coef": run.kl_coef})
+    if run.critic is not None:  # inside the policy's folder: a token-classification model, or the shared value head alone
+        critic = run.critic.model if hasattr(run.critic, "model") else run.critic
+        save_checkpoint(critic, None, folder / "critic", extra={"step": step, "kind": run.cfg.critic.kind})
     if folder.parent.name == "checkpoints":
         prune_checkpoints(folder.parent, run.cfg.output.keep_last)
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 
-from hone.algorithms import KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES, entropy_from_logits, masked_mean, truncated_is_weights
+from hone.algorithms import KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES, clipped_value_loss, entropy_from_logits, masked_mean, truncated_is_weights
 from hone.engine.hf import positions
 from hone.records import TrainBatch
 
@@ -16,8 +17,14 @@ def autocast(enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else nullcontext()
 
 
-def completion_logprobs(model, batch: TrainBatch, *, bf16: bool = False, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-prob of each completion token ``(B, C)`` under ``model``, and optionally the entropy ``(B, C)``.
+class Forward(NamedTuple):
+    logprobs: torch.Tensor  # (B, C) log-prob of each completion token, 0 on padding
+    entropy: torch.Tensor | None  # (B, C) entropy of the next-token distribution, when asked for
+    hidden: torch.Tensor | None  # (B, C, H) last hidden state at the positions predicting the completion, when asked for
+
+
+def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: bool = False, hidden: bool = False) -> Forward:
+    """One forward pass of the policy over ``batch``: completion log-probs, and optionally entropy and hidden states.
 
     Only the C + 1 last positions go through the language-model head (``logits_to_keep``), so the
     full-vocabulary logits of the prompt are never materialised.
@@ -30,12 +37,23 @@ def completion_logprobs(model, batch: TrainBatch, *, bf16: bool = False, entropy
             position_ids=positions(batch.attention_mask),
             logits_to_keep=width + 1,
             use_cache=False,
+            output_hidden_states=hidden,
         )
     logits = out.logits[:, :-1].float()  # (B, C, V): position t predicts completion token t
     targets = batch.input_ids[:, -width:]
     logprobs = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
     logprobs = logprobs * batch.completion_mask
-    return logprobs, (entropy_from_logits(logits) if entropy else None)
+    return Forward(
+        logprobs,
+        entropy_from_logits(logits) if entropy else None,
+        out.hidden_states[-1][:, -width - 1 : -1] if hidden else None,
+    )
+
+
+def completion_logprobs(model, batch: TrainBatch, *, bf16: bool = False, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob of each completion token ``(B, C)`` under ``model``, and optionally the entropy ``(B, C)``."""
+    out = policy_forward(model, batch, bf16=bf16, entropy=entropy)
+    return out.logprobs, out.entropy
 
 
 @torch.no_grad()
@@ -45,22 +63,35 @@ def logprobs_no_grad(model, batch: TrainBatch, micro_batch_size: int, bf16: bool
     return torch.cat(parts)
 
 
-def policy_update(model, optimizer, scheduler, batch: TrainBatch, algo, train, norm_len: float) -> dict[str, float]:
+@torch.no_grad()
+def values_no_grad(critic, policy, batch: TrainBatch, micro_batch_size: int, bf16: bool) -> torch.Tensor:
+    """The critic's ``(B, C)`` values over a whole batch in micro-batches, without a graph."""
+    parts = []
+    for i in range(0, len(batch), micro_batch_size):
+        micro = batch.select(slice(i, i + micro_batch_size))
+        hidden = policy_forward(policy, micro, bf16=bf16, hidden=True).hidden if critic.needs_hidden else None
+        parts.append(critic.values(micro, hidden, bf16=bf16))
+    return torch.cat(parts)
+
+
+def policy_update(model, optimizer, scheduler, batch: TrainBatch, algo, train, norm_len: float, critic=None, *, policy_weight: float = 1.0) -> dict[str, float]:
     """PPO-style epochs over mini-batches of one batch of rollouts; one optimizer step per mini-batch.
 
     With one epoch and one mini-batch the update is on-policy: the "old" log-probs equal the
     current ones, so we take them from the same forward (detached) instead of a second pass.
     ``norm_len`` is Dr.GRPO's constant length normaliser (the generation budget, max_new_tokens).
+    With a ``critic`` (PPO) its value loss joins the loss with weight ``algo.vf_coef``; the optimizer
+    holds the critic's parameters as its second group. ``policy_weight=0`` trains the critic alone.
     """
     on_policy = algo.ppo_epochs == 1 and algo.mini_batches == 1
-    if not on_policy:
+    if not on_policy and batch.old_logprobs is None:
         batch.old_logprobs = logprobs_no_grad(model, batch, train.micro_batch_size, train.bf16)
     stats: dict[str, list[float]] = {}
     for _ in range(algo.ppo_epochs):
         order = torch.randperm(len(batch)) if not on_policy else torch.arange(len(batch))
         for mini_rows in order.chunk(algo.mini_batches):
             mini = batch.select(mini_rows)
-            step_stats = _optimizer_step(model, optimizer, mini, algo, train, norm_len)
+            step_stats = _optimizer_step(model, optimizer, mini, algo, train, norm_len, critic, policy_weight)
             scheduler.step()
             for key, value in step_stats.items():
                 stats.setdefault(key, []).append(value)
@@ -68,7 +99,7 @@ def policy_update(model, optimizer, scheduler, batch: TrainBatch, algo, train, n
     return {key: sum(values) / (1 if key.startswith("time_") else len(values)) for key, values in stats.items()}
 
 
-def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: float) -> dict[str, float]:
+def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: float, critic, policy_weight: float) -> dict[str, float]:
     num_tokens, num_seqs = float(mini.completion_mask.sum()), float(len(mini))
     aggregate = LOSS_AGGREGATIONS.get(algo.loss_agg)
     policy_loss = POLICY_LOSSES.get(algo.policy_loss)
@@ -83,7 +114,7 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
         began = time.perf_counter()
         micro = mini.select(by_length[start:start + train.micro_batch_size]).trimmed()
         mask = micro.completion_mask
-        logprobs, entropy = completion_logprobs(model, micro, bf16=train.bf16, entropy=algo.entropy_coef > 0)
+        logprobs, entropy, hidden = policy_forward(model, micro, bf16=train.bf16, entropy=algo.entropy_coef > 0, hidden=critic is not None and critic.needs_hidden)
         old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
         loss_tokens, metrics = policy_loss(logprobs, old, micro.advantages, mask, clip_low=algo.clip_low, clip_high=algo.clip_high, dual_clip=algo.dual_clip)
         if algo.tis_cap is not None:  # correct the engine/trainer mismatch (the policy term only)
@@ -96,7 +127,14 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
             metrics["kl"] = masked_mean(kl.detach(), mask)
         if entropy is not None:
             loss_tokens = loss_tokens - algo.entropy_coef * entropy
-        loss = aggregate(loss_tokens, mask, num_tokens=num_tokens, num_seqs=num_seqs, norm_len=norm_len)
+        loss = policy_weight * aggregate(loss_tokens, mask, num_tokens=num_tokens, num_seqs=num_seqs, norm_len=norm_len)
+        if critic is not None:
+            values = critic.values(micro, hidden, bf16=train.bf16)
+            value_tokens, value_metrics = clipped_value_loss(values, micro.old_values, micro.returns, mask, clip=algo.value_clip)
+            value_loss = aggregate(value_tokens, mask, num_tokens=num_tokens, num_seqs=num_seqs, norm_len=norm_len)
+            loss = loss + algo.vf_coef * value_loss
+            metrics.update(value_metrics, value_mean=masked_mean(values.detach(), mask))
+            sums["value_loss"] = sums.get("value_loss", 0.0) + float(value_loss.detach())  # aggregated: already adds up
         forwarded = time.perf_counter()
         loss.backward()
         times["time_forward"] += forwarded - began
@@ -109,7 +147,9 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value) * share
     began = time.perf_counter()
-    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.max_grad_norm)
+    # clipped per parameter group (policy, then critic) so a large value gradient cannot shrink the policy's
+    norms = [torch.nn.utils.clip_grad_norm_([p for p in group["params"] if p.grad is not None], train.max_grad_norm) for group in optimizer.param_groups]
     optimizer.step()
     times["time_optimizer"] = time.perf_counter() - began
-    return {**sums, **times, "grad_norm": float(grad_norm)}
+    return {**sums, **times, "grad_norm": float(norms[0]), **({"value_grad_norm": float(norms[1])} if len(norms) > 1 else {})}
+

@@ -1,6 +1,7 @@
 import math
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from hone.batch import build_batch, collate, informative_groups, reward_matrix
@@ -10,7 +11,7 @@ PROBLEM = Problem("1+1", ({"role": "user", "content": "Compute 1 + 1."},), "2")
 
 
 def algo(**overrides):
-    base = dict(advantage="grpo", dynamic_sampling=False, overlong_buffer=0, overlong_penalty=1.0, kl_coef=0.0, kl_in_reward=False, kl_estimator="k3")
+    base = dict(name="grpo", ppo_epochs=1, mini_batches=1, advantage="grpo", dynamic_sampling=False, overlong_buffer=0, overlong_penalty=1.0, kl_coef=0.0, kl_in_reward=False, kl_estimator="k3")
     return SimpleNamespace(**{**base, **overrides})
 
 
@@ -66,9 +67,54 @@ def test_overlong_penalty_enters_the_reward_before_advantages():
 
 def test_kl_in_reward_subtracts_the_summed_kl_before_advantages():
     # k1 KL per token = sampling (-0.5) - ref (-1.0) = 0.5; 3 tokens -> 1.5; coef 0.1 -> reward - 0.15
-    ref = lambda batch: torch.full_like(batch.sampling_logprobs, -1.0) * batch.completion_mask  # noqa: E731
     groups = [ScoredGroup(PROBLEM, [rollout(1.0), rollout(0.0, (5, 2))])]
-    batch, _ = build_batch(groups, algo(advantage="drgrpo", kl_coef=0.1, kl_in_reward=True, kl_estimator="k1"), max_new_tokens=8, pad_id=0, ref_logprobs=ref)
+    batch, stats = build_batch(groups, algo(advantage="drgrpo", kl_coef=0.1, kl_in_reward=True, kl_estimator="k1"), max_new_tokens=8, pad_id=0, models=FakeModels())
     # rewards 1 - 0.15 = 0.85 and 0 - 0.1 = -0.1; mean 0.375 -> advantages 0.475, -0.475
     torch.testing.assert_close(batch.advantages[:, 0], torch.tensor([0.475, -0.475]))
     assert batch.ref_logprobs is not None
+    assert stats.kl == (1.5 + 1.0) / 2  # mean summed k1 KL per completion
+
+
+class FakeModels:
+    """Reference log-probs -1 and critic values 0.5 on every completion token; policy log-probs -0.4."""
+
+    def reference_logprobs(self, batch):
+        return torch.full_like(batch.sampling_logprobs, -1.0) * batch.completion_mask
+
+    def policy_logprobs(self, batch):
+        return torch.full_like(batch.sampling_logprobs, -0.4) * batch.completion_mask
+
+    def values(self, batch):
+        return torch.full_like(batch.sampling_logprobs, 0.5) * batch.completion_mask
+
+
+def ppo(**overrides):
+    return algo(**{"name": "ppo", "gamma": 1.0, "lam": 1.0, "whiten_advantages": False, **overrides})
+
+
+def test_ppo_puts_the_reward_on_the_last_token_and_runs_gae_over_the_critic():
+    # one completion of 3 tokens, reward 2, V = 0.5 everywhere, gamma = lambda = 1, no KL:
+    # returns are the reward-to-go, 2 at every token; advantages 2 - 0.5 = 1.5
+    groups = [ScoredGroup(PROBLEM, [rollout(2.0), rollout(0.0, (5, 2))])]
+    batch, _ = build_batch(groups, ppo(), max_new_tokens=8, pad_id=0, models=FakeModels())
+    torch.testing.assert_close(batch.returns, torch.tensor([[2.0, 2.0, 2.0], [0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(batch.advantages, torch.tensor([[1.5, 1.5, 1.5], [-0.5, -0.5, 0.0]]))
+    torch.testing.assert_close(batch.old_values, torch.tensor([[0.5, 0.5, 0.5], [0.5, 0.5, 0.0]]))
+    assert batch.old_logprobs is None  # on-policy, one pass, no KL: the update's own forward serves
+
+
+def test_ppo_subtracts_the_kl_per_token_from_the_policy_log_probs():
+    # KL on: the policy's own log-probs (-0.4) are computed; k1 per token = -0.4 - (-1.0) = 0.6, coef 0.5 -> -0.3 a token
+    # rewards of the 3-token completion: [-0.3, -0.3, -0.3 + 2]; reward-to-go: [1.1, 1.4, 1.7]
+    groups = [ScoredGroup(PROBLEM, [rollout(2.0)])]
+    batch, stats = build_batch(groups, ppo(kl_coef=0.5, kl_in_reward=True, kl_estimator="k1"), max_new_tokens=8, pad_id=0, models=FakeModels())
+    torch.testing.assert_close(batch.returns, torch.tensor([[1.1, 1.4, 1.7]]))
+    torch.testing.assert_close(batch.old_logprobs, torch.tensor([[-0.4, -0.4, -0.4]]))
+    assert stats.kl == pytest.approx(1.8)  # 3 tokens x 0.6
+
+
+def test_ppo_whitens_advantages_over_the_batch_tokens():
+    groups = [ScoredGroup(PROBLEM, [rollout(2.0), rollout(0.0, (5, 2))])]
+    batch, _ = build_batch(groups, ppo(whiten_advantages=True), max_new_tokens=8, pad_id=0, models=FakeModels())
+    valid = batch.completion_mask.bool()
+    assert batch.advantages[valid].mean().abs() < 1e-6 and batch.advantages[valid].std() == pytest.approx(1.0, abs=1e-4)
