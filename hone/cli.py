@@ -1,4 +1,10 @@
-"""``hone`` command line: ``hone train RECIPE [key=value ...]`` and ``hone eval RECIPE [key=value ...]``."""
+"""``hone`` command line, every command ``RECIPE [key=value ...]``:
+
+- ``hone train``: RL training as the recipe says (GRPO and relatives, or PPO)
+- ``hone eval``: the recipe's model (or ``model=PATH``) on its held-out problems
+- ``hone rm label`` / ``hone rm train``: simulated preference labels; a Bradley-Terry reward model
+- ``hone rlhf``: label, reward model, PPO, and the proxy-vs-gold plot, one after the other
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,18 @@ import logging
 import os
 import sys
 
-USAGE_ERRORS = (ValueError, FileNotFoundError)  # user mistakes: config, data, model names
+USAGE_ERRORS = (ValueError, FileNotFoundError)  # user mistakes: config, data, model names; a failed `hone rlhf` stage
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hone", description="Reinforcement-learning post-training for language models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("train", "train a policy with RL as a recipe says"), ("eval", "evaluate the recipe's model (or model=PATH) on its held-out problems")):
-        cmd = sub.add_parser(name, help=help_text)
+    commands = [("train", "train a policy with RL as a recipe says"), ("eval", "evaluate the recipe's model (or model=PATH) on its held-out problems"),
+                ("rlhf", "label pairs, train the reward model, then PPO against it (each in its own process)")]
+    rm = sub.add_parser("rm", help="reward models: `hone rm label RECIPE`, `hone rm train RECIPE`").add_subparsers(dest="rm_command", required=True)
+    for parent, name, help_text in [(sub, *c) for c in commands] + [(rm, "label", "sample answer pairs and label them with the simulated human"),
+                                                                   (rm, "train", "train a Bradley-Terry reward model on preference pairs")]:
+        cmd = parent.add_parser(name, help=help_text)
         cmd.add_argument("recipe", help="YAML recipe, e.g. recipes/quickstart.yaml")
         cmd.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=10 model=runs/quickstart/final")
     args = parser.parse_args(argv)
@@ -30,8 +40,17 @@ def main(argv: list[str] | None = None) -> int:
 
             run_dir = train(cfg)
             print(f"run folder: {run_dir}")
-        else:
+        elif args.command == "eval":
             print(json.dumps(evaluate_recipe(cfg), indent=2))
+        elif args.command == "rlhf":
+            from hone.rlhf import run_all
+
+            print(f"run folder: {run_all(args.recipe, args.overrides, cfg)}")
+        else:
+            from hone import rlhf
+
+            report = rlhf.label(cfg) if args.rm_command == "label" else rlhf.train_rm(cfg)
+            print(json.dumps(report, indent=2, default=str))
     except USAGE_ERRORS as exc:
         print(f"hone: error: {exc}", file=sys.stderr)
         return 2

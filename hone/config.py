@@ -38,10 +38,11 @@ class ConfigError(ValueError):
 class TaskConfig:
     """The problems the policy is trained and evaluated on."""
 
-    name: Literal["arithmetic", "gsm8k"] = "arithmetic"  # which task supplies prompts and answers
+    name: Literal["arithmetic", "gsm8k", "reviews", "code", "code_stdio", "humaneval"] = "arithmetic"  # which task supplies prompts and answers
     digits: int = 2  # operand digits for arithmetic problems, 1..6
     ops: tuple[str, ...] = ("+",)  # arithmetic operators to sample from: "+", "-", "*"
-    path: str | None = None  # GSM8K JSONL file or a `datasets` hub id such as "openai/gsm8k"
+    path: str | None = None  # GSM8K JSONL file or a `datasets` hub id such as "openai/gsm8k"; code_stdio: its JSONL file
+    level: int = 1  # code: difficulty of the generated programming tasks, 1 (one expression) to 3
     instruction: str = "Reply with only the number."  # appended to every question
     system_prompt: str | None = None  # None keeps the chat template's default system prompt
     eval_size: int = 200  # problems held out from training for evaluation
@@ -52,6 +53,7 @@ class TaskConfig:
         _require(1 <= self.digits <= 6, "digits", "must be between 1 and 6", self.digits)
         ok = len(self.ops) > 0 and set(self.ops) <= {"+", "-", "*"}
         _require(ok, "ops", "must be a non-empty list of '+', '-', '*'", self.ops)
+        _require(1 <= self.level <= 3, "level", "must be between 1 and 3", self.level)
         _at_least(self, eval_size=1)
 
 
@@ -60,7 +62,7 @@ class RolloutConfig:
     """How completions are sampled each step."""
 
     prompts_per_step: int = 8  # distinct prompts per step; each is sampled group_size times
-    group_size: int = 8  # completions per prompt; GRPO's group baseline (Shao et al. 2024) needs >= 2
+    group_size: int = 8  # completions per prompt; GRPO's group baseline (Shao et al. 2024) needs >= 2, PPO can use 1
     max_new_tokens: int = 32  # generation length cap per completion
     temperature: float = 1.0  # sampling temperature, > 0
     top_p: float = 1.0  # nucleus sampling mass in (0, 1]; below 1 samples come from a truncated policy
@@ -70,8 +72,7 @@ class RolloutConfig:
 
     def __post_init__(self) -> None:
         _coerce(self)
-        _at_least(self, prompts_per_step=1, max_new_tokens=1, batch_size=1)
-        _require(self.group_size >= 2, "group_size", "must be >= 2 for group baselines", self.group_size)
+        _at_least(self, prompts_per_step=1, group_size=1, max_new_tokens=1, batch_size=1)
         _above(self, temperature=0)
         _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]", self.top_p)
 
@@ -80,8 +81,8 @@ class RolloutConfig:
 class AlgorithmConfig:
     """The RL objective; variant names are looked up in the ``hone.algorithms`` registries."""
 
-    name: Literal["grpo"] = "grpo"  # outcome-reward policy gradient (Shao et al. 2024); PPO comes later
-    advantage: str = "grpo"  # outcome advantage estimator, a name in OUTCOME_ADVANTAGES
+    name: Literal["grpo", "ppo"] = "grpo"  # grpo: outcome advantages from group baselines (Shao et al. 2024); ppo: a critic and GAE (Schulman et al. 2017)
+    advantage: str = "grpo"  # outcome advantage estimator for grpo, a name in OUTCOME_ADVANTAGES
     policy_loss: str = "ppo_clip"  # a name in POLICY_LOSSES (ppo_clip: Schulman et al. 2017)
     loss_agg: str = "token-mean"  # how token losses become one number, a name in LOSS_AGGREGATIONS
     clip_low: float = 0.2  # ratio clipped below at 1 - clip_low (Schulman et al. 2017)
@@ -89,7 +90,9 @@ class AlgorithmConfig:
     dual_clip: float | None = None  # dual-clip bound c > 1 for negative advantages (Ye et al. 2020)
     kl_coef: float = 0.0  # weight of the KL penalty to the reference model; 0 skips that model
     kl_estimator: str = "k3"  # a name in KL_ESTIMATORS (Schulman 2020, "Approximating KL")
-    kl_in_reward: bool = False  # subtract the KL from the reward instead of adding it to the loss
+    kl_in_reward: bool = False  # subtract the KL from the reward instead of adding it to the loss (ppo: per token)
+    kl_target: float | None = None  # adaptive KL controller (Ziegler et al. 2019): per-sequence KL to steer kl_coef toward; null = fixed
+    kl_horizon: int = 10000  # adaptive KL controller horizon, in samples
     entropy_coef: float = 0.0  # weight of an entropy bonus in the loss
     dynamic_sampling: bool = False  # DAPO (Yu et al. 2025): drop groups whose rewards all agree
     overlong_buffer: int = 0  # DAPO soft overlong punishment: tokens before the cap where it ramps; 0 = off
@@ -97,6 +100,11 @@ class AlgorithmConfig:
     ppo_epochs: int = 1  # passes over each batch of rollouts
     mini_batches: int = 1  # optimizer steps per pass over a batch of rollouts
     tis_cap: float | None = None  # truncated importance sampling (Yao et al. 2025): weight tokens by min(pi_train / pi_engine, cap)
+    gamma: float = 1.0  # ppo: GAE discount (Schulman et al. 2016)
+    lam: float = 0.95  # ppo: GAE lambda
+    whiten_advantages: bool = True  # ppo: normalise advantages over the batch's tokens
+    vf_coef: float = 0.5  # ppo: weight of the value loss
+    value_clip: float | None = 0.2  # ppo: clip new values to within this of the rollout-time values; null = off
 
     def __post_init__(self) -> None:
         from hone import algorithms as alg  # lazily: `import hone.config` stays free of torch
@@ -109,10 +117,29 @@ class AlgorithmConfig:
             except ValueError as err:
                 raise ConfigError(f"{name}: {err}") from None
         _require(0 <= self.clip_low < 1, "clip_low", "must be in [0, 1)", self.clip_low)
-        _above(self, dual_clip=1)
+        _above(self, dual_clip=1, kl_target=0, kl_horizon=0, value_clip=0)
         _require(self.tis_cap is None or self.tis_cap >= 1, "tis_cap", "must be >= 1 (or null to turn it off)", self.tis_cap)
         _at_least(self, clip_high=0, kl_coef=0, overlong_buffer=0, overlong_penalty=0, ppo_epochs=1,
-                  mini_batches=1)
+                  mini_batches=1, vf_coef=0)
+        _require(0 <= self.gamma <= 1, "gamma", "must be in [0, 1]", self.gamma)
+        _require(0 <= self.lam <= 1, "lam", "must be in [0, 1]", self.lam)
+        rule = "needs kl_coef > 0: it is the controller's starting value"
+        _require(self.kl_target is None or self.kl_coef > 0, "kl_target", rule, self.kl_target)
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """PPO's value function V(s_t), one value per completion token."""
+
+    kind: Literal["separate", "shared"] = "separate"  # separate: its own backbone; shared: a value head on the policy's last hidden state
+    init: str | None = None  # separate: backbone to start from (model alias, folder, e.g. the reward model); null = the policy's model
+    lr: float = 1e-5  # separate: AdamW learning rate of the critic (the shared head trains at train.lr)
+    warmup_steps: int = 0  # steps at the start where only the critic learns, so PPO starts from sensible values
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _above(self, lr=0)
+        _at_least(self, warmup_steps=0)
 
 
 @dataclass(frozen=True)
@@ -180,12 +207,55 @@ class RewardsConfig:
     )
     workers: int = 2  # scoring processes; 0 scores in-process without isolation
     timeout_s: float = 5.0  # seconds before a scoring call is killed and its items scored None
+    model: str | None = None  # a reward-model folder (from `hone rm train`); its score joins the reward as "reward_model"; "{name}" is the run name
+    model_weight: float = 1.0  # multiplier of the reward model's score
 
     def __post_init__(self) -> None:
         _coerce(self)
-        _non_empty(self, "functions")
         _at_least(self, workers=0)
         _above(self, timeout_s=0)
+
+
+@dataclass(frozen=True)
+class SimulatedLabelsConfig:
+    """A simulated human: sample answer pairs from the model and label them by a gold score."""
+
+    pairs: int = 0  # pairs to sample and label (from the task's training prompts) when reward_model.data is null
+    gold: str = "vader_sentiment"  # the labeller's true score: a reward name or "module:function"
+    beta: float = 5.0  # labeller noise, Bradley-Terry: P(prefers a) = sigmoid(beta * (gold_a - gold_b))
+    max_new_tokens: int = 48  # length cap of the sampled answers
+    temperature: float = 1.0  # sampling temperature of the answers
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _at_least(self, pairs=0, max_new_tokens=1)
+        _above(self, beta=0, temperature=0)
+        _non_empty(self, "gold")
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    """A Bradley-Terry reward model trained on preference pairs (`hone rm train`)."""
+
+    data: str | None = None  # JSONL of {prompt, chosen, rejected} or a `datasets` hub id (e.g. Anthropic/hh-rlhf); null = simulate
+    split: str = "train"  # hub dataset split to read
+    base: str | None = None  # backbone the scalar head sits on; null = the run's model
+    output: str = "runs/{name}-rm"  # where the trained model is saved (labelled pairs beside it); "{name}" is the run name
+    eval_fraction: float = 0.1  # share of pairs held out for pairwise accuracy
+    epochs: int = 1  # passes over the training pairs
+    lr: float = 1e-5  # AdamW learning rate
+    batch_size: int = 8  # pairs per optimizer step
+    max_length: int = 512  # tokens per prompt + answer; longer ones are cut from the left of the prompt
+    margin: bool = False  # subtract each row's "margin" field in the loss (Touvron et al. 2023)
+    center_coef: float = 0.0  # pull scores toward 0 (Eisenstein et al. 2023)
+    simulate: SimulatedLabelsConfig = field(default_factory=SimulatedLabelsConfig)  # labels from a simulated human
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _require(0 <= self.eval_fraction < 1, "eval_fraction", "must be in [0, 1)", self.eval_fraction)
+        _at_least(self, epochs=1, batch_size=1, max_length=8, center_coef=0)
+        _above(self, lr=0)
+        _non_empty(self, "output")
 
 
 @dataclass(frozen=True)
@@ -238,6 +308,8 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)  # the RL objective
     train: TrainConfig = field(default_factory=TrainConfig)  # the optimizer
     rewards: RewardsConfig = field(default_factory=RewardsConfig)  # scoring completions
+    critic: CriticConfig = field(default_factory=CriticConfig)  # ppo's value function
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)  # `hone rm train` and `hone rlhf`
     eval: EvalConfig = field(default_factory=EvalConfig)  # held-out evaluation
     output: OutputConfig = field(default_factory=OutputConfig)  # checkpoints, metrics, plots
 
@@ -247,6 +319,10 @@ class Config:
         cap, buffer = self.rollout.max_new_tokens, self.algorithm.overlong_buffer
         rule = f"must be < rollout.max_new_tokens ({cap})"
         _require(buffer < cap, "algorithm.overlong_buffer", rule, buffer)
+        group = self.rollout.group_size
+        _require(group >= 2 or self.algorithm.name == "ppo", "rollout.group_size", "must be >= 2 for group baselines", group)
+        rule = "needs rewards.functions or rewards.model to score completions"
+        _require(bool(self.rewards.functions) or self.rewards.model is not None, "rewards.functions", rule, self.rewards.functions)
         batch, mini = self.rollout.prompts_per_step * self.rollout.group_size, self.algorithm.mini_batches
         rule = f"must be <= rollout.prompts_per_step * rollout.group_size ({batch})"
         _require(mini <= batch, "algorithm.mini_batches", rule, mini)
@@ -255,6 +331,10 @@ class Config:
     def run_dir(self) -> Path:
         """``output.dir`` with ``{name}`` replaced by the run name."""
         return Path(self.output.dir.replace("{name}", self.name))
+
+    def named(self, path: str) -> str:
+        """A configured path with ``{name}`` replaced by the run name."""
+        return path.replace("{name}", self.name)
 
 
 # --- checks the sections run on themselves; messages start with the field's name -------------------

@@ -52,10 +52,12 @@ def evaluate(
         "eval/accuracy": sum(scored) / len(scored) if scored else float("nan"),
         "eval/unscored": float(len(verdicts) - len(scored)),
         "eval/length": sum(len(g.rollouts[0].completion_ids) for g in groups) / max(1, len(groups)),
+        **reward_means([g.rollouts[0] for g in groups], "eval/reward"),
     }
     if samples > 0 and pass_k_size > 0:
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, n=samples, seed=seed)
         sampled = env.rollout(problems[:pass_k_size], engine, params)
+        out.update(reward_means([r for g in sampled for r in g.rollouts], "eval/sampled_reward"))
         for k in pass_k:
             values = []
             for group in sampled:
@@ -65,6 +67,18 @@ def evaluate(
                     values.append(pass_at_k(len(judged), sum(judged), k))
             out[f"eval/pass@{k}"] = sum(values) / len(values) if values else float("nan")
     return EvalReport(out, [g.rollouts[0] for g in groups])
+
+
+def reward_means(rollouts: list[Rollout], prefix: str) -> dict[str, float]:
+    """Mean total reward (``prefix``) and mean of each component (``prefix/name``) over the scored rollouts."""
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else float("nan")
+
+    out = {prefix: mean(r.reward for r in rollouts)}
+    for name in rollouts[0].reward_parts if rollouts else ():
+        out[f"{prefix}/{name}"] = mean(r.reward_parts.get(name) for r in rollouts)
+    return out
 
 
 def evaluate_as_configured(cfg, env: Environment, engine: Engine, problems: list[Problem]) -> EvalReport:

@@ -207,6 +207,55 @@ def plot_run(metrics_path: Path, out_png: Path, title: str = "") -> Path | None:
         fig.suptitle(title)
     fig.tight_layout()
 
+    return _save(fig, out_png)
+
+
+def plot_overoptimisation(metrics_path: Path, out_png: Path, *, gold: str, proxy: str = "reward_model", title: str = "") -> Path | None:
+    """Proxy (reward-model) and gold score of the training rollouts against their KL from the
+    reference, and both against step with the held-out evaluations: the picture of Gao et al. 2022
+    ("Scaling Laws for Reward Model Overoptimization"), where gold rises, then falls as the proxy
+    keeps rising. Reads ``reward/{proxy}``, ``reward/{gold}``, ``kl/sequence`` and ``eval/...`` keys."""
+    rows = [r for r in read_rows(metrics_path) if r.get(f"reward/{proxy}") is not None or any(k.startswith("eval/") for k in r)]
+    if not rows:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    kl_ax, step_ax = fig.subplots(1, 2)
+    train = [r for r in rows if r.get(f"reward/{proxy}") is not None and r.get("kl/sequence") is not None]
+    window = max(1, min(10, len(train) // 8))
+    if train:
+        kl = smooth([r["kl/sequence"] for r in train], window)
+        gold_ax = kl_ax.twinx()
+        kl_ax.plot(kl, smooth([r[f"reward/{proxy}"] for r in train], window), color="tab:blue", marker=".", label=f"proxy ({proxy})")
+        gold_ax.plot(kl, smooth([r[f"reward/{gold}"] for r in train], window), color="tab:red", marker=".", label=f"gold ({gold})")
+        kl_ax.set(xlabel="KL(policy || reference) per completion, nats", ylabel="proxy score")
+        gold_ax.set_ylabel("gold score", color="tab:red")
+        fig.legend(loc="upper left", fontsize=8)
+    else:
+        kl_ax.text(0.5, 0.5, "no KL logged (kl_coef = 0?)", ha="center", va="center", transform=kl_ax.transAxes)
+    kl_ax.set_title(f"training rollouts (mean of last {window} steps)")
+    kl_ax.grid(alpha=0.3)
+    for key, color, style in [(f"reward/{proxy}", "tab:blue", "-"), (f"reward/{gold}", "tab:red", "-"),
+                              (f"eval/sampled_reward/{proxy}", "tab:blue", "--"), (f"eval/sampled_reward/{gold}", "tab:red", "--"),
+                              (f"eval/reward/{gold}", "tab:orange", ":")]:
+        steps, values = _series(rows, key)
+        if values:
+            shown = smooth(values, window) if key.startswith("reward/") else values
+            step_ax.plot(steps, shown, color=color, linestyle=style, marker="o" if key.startswith("eval/") else None, markersize=4, label=key)
+    step_ax.set(title="against step (dashed, dotted: held-out prompts, sampled, greedy)", xlabel="step", ylabel="score")
+    step_ax.legend(fontsize=7)
+    step_ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def _save(fig, out_png: Path) -> Path:
+    """Write ``fig`` to a temporary file beside ``out_png`` and rename it over, so a viewer never reads half a file."""
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.parent / f".{out_png.name}.tmp-{os.getpid()}"

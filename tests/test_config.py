@@ -175,7 +175,7 @@ def test_unknown_key_in_a_recipe_names_the_file(tmp_path):
     path = _write(tmp_path, "trian:\n  lr: 1e-5\n")
     assert _error(load_config, path) == (
         f"recipe file '{path}': unknown config key 'trian'; did you mean 'train'? expected one of: "
-        "algorithm, eval, model, name, output, rewards, rollout, task, train"
+        "algorithm, critic, eval, model, name, output, reward_model, rewards, rollout, task, train"
     )
 
 
@@ -220,7 +220,9 @@ def test_bool_strings_from_yaml_are_rejected():
 
 
 def test_bad_literal_lists_the_accepted_values():
-    assert _override_error("task.name=math") == "task.name: expected 'arithmetic' or 'gsm8k', got 'math'"
+    assert _override_error("task.name=math") == (
+        "task.name: expected 'arithmetic', 'gsm8k', 'reviews', 'code', 'code_stdio' or 'humaneval', got 'math'"
+    )
     assert _override_error("rollout.engine=sglang") == "rollout.engine: expected 'auto', 'transformers' or 'vllm', got 'sglang'"
 
 
@@ -238,7 +240,7 @@ def test_bad_literal_lists_the_accepted_values():
     ("train.betas=[0.9]", "train.betas: must be two numbers [beta1, beta2], each in [0, 1), got [0.9]"),
     ("train.lora.r=0", "train.lora.r: must be >= 1, got 0"),
     ("train.lora.target_modules=", "train.lora.target_modules: must not be empty, got []"),
-    ("rewards.functions=[]", "rewards.functions: must not be empty, got []"),
+    ("rewards.functions=[]", "rewards.functions: needs rewards.functions or rewards.model to score completions, got []"),
     ("rewards.functions=[{name: ''}]", "rewards.functions[0].name: must not be empty, got ''"),
     ("rewards.timeout_s=0", "rewards.timeout_s: must be > 0, got 0.0"),
     ("output.keep_last=0", "output.keep_last: must be >= 1, got 0"),
@@ -323,7 +325,9 @@ def test_config_from_dict_rejects_a_non_mapping_and_prefixes_where():
 
 
 def test_direct_construction_is_checked_too():
-    assert _error(lambda: RolloutConfig(group_size=1)) == "group_size: must be >= 2 for group baselines, got 1"
+    assert _error(lambda: RolloutConfig(group_size=0)) == "group_size: must be >= 1, got 0"
+    assert _error(lambda: Config(rollout={"group_size": 1})) == "rollout.group_size: must be >= 2 for group baselines, got 1"
+    assert Config(rollout={"group_size": 1}, algorithm={"name": "ppo"}).rollout.group_size == 1  # PPO needs no group
     assert _error(lambda: TrainConfig(lr="fast")) == "lr: expected a number, got 'fast'"
     assert _error(lambda: AlgorithmConfig(clip_low=-0.1)) == "clip_low: must be in [0, 1), got -0.1"
     assert _error(lambda: EvalConfig(pass_k=(1, 16))).startswith("samples: must be >= max(pass_k) = 16")

@@ -20,7 +20,8 @@ class RolloutTimes:
 
 
 class SingleTurnEnv:
-    """Ask each problem once; the reward scorer judges the completion against the problem's answer."""
+    """Ask each problem once; the scorer judges each completion (a RewardScorer against the
+    problem's answer, or a RewardModelScorer that also reads the prompt)."""
 
     def __init__(self, tokenizer, scorer: RewardScorer):
         self.tokenizer = tokenizer
@@ -40,7 +41,7 @@ class SingleTurnEnv:
             for p, gens in zip(problems, generations)
         ]
         rollouts = [r for group in groups for r in group.rollouts]
-        result = self.scorer([r.text for r in rollouts], [r.problem.answer for r in rollouts])
+        result = self.scorer.score_rollouts(rollouts)
         for i, rollout in enumerate(rollouts):
             rollout.reward = result.total[i]
             rollout.reward_parts = {name: values[i] for name, values in result.components.items()}

@@ -25,7 +25,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
+from hone.rewards import code as code_rewards
 from hone.rewards import math as math_rewards
+from hone.rewards import sentiment
 from hone.rewards.pool import WorkerPool, _one_line
 
 logger = logging.getLogger(__name__)
@@ -130,6 +132,10 @@ class RewardScorer:
         self.components = list(components)
         self.pool = pool
 
+    def score_rollouts(self, rollouts: Sequence[Any]) -> RewardResult:
+        """Score :class:`~hone.records.Rollout` records: each completion's text against its problem's answer."""
+        return self([r.text for r in rollouts], [r.problem.answer for r in rollouts])
+
     def __call__(self, completions: Sequence[str], references: Sequence[str]) -> RewardResult:
         if len(completions) != len(references):
             raise ValueError(
@@ -197,9 +203,13 @@ class RewardScorer:
 
 # Built-in rewards by name. Values are module-level functions so they pickle for the pool.
 REWARDS: dict[str, RewardFn] = {
+    "code_fraction": code_rewards.code_fraction,
+    "code_pass": code_rewards.code_pass,
     "exact_number": math_rewards.exact_number,
     "format_number_only": math_rewards.format_number_only,
     "math_verify": math_rewards.math_verify,
+    "sandbox_isolation": code_rewards.sandbox_isolation,
+    "vader_sentiment": sentiment.vader_sentiment,
 }
 
 
@@ -211,7 +221,7 @@ def load_reward_fn(spec: str) -> RewardFn:
     >>> load_reward_fn("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown reward 'nope'; expected one of: exact_number, format_number_only, math_verify, or 'module:function'
+    ValueError: unknown reward 'nope'; expected one of: code_fraction, code_pass, exact_number, format_number_only, math_verify, sandbox_isolation, vader_sentiment, or 'module:function'
     """
     if spec in REWARDS:
         return REWARDS[spec]
