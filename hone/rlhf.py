@@ -53,7 +53,7 @@ def label(cfg: Config, log=print) -> dict:
     engine = make_engines(cfg, model, tokenizer)["engine"]
     env = SingleTurnEnv(tokenizer, scorer=None)
     prompts = [env.prompt_ids(p) for p in problems]
-    generations = engine.generate(prompts, SamplingParams(sim.max_new_tokens, sim.temperature, 1.0, 2, seed=cfg.train.seed))
+    generations = engine.generate(prompts, SamplingParams(sim.max_new_tokens, sim.temperature, 1.0, 2))
     pairs, info = label_pairs(problems, [g[0].text for g in generations], [g[1].text for g in generations], gold, sim.beta, cfg.train.seed)
     path = preferences_path(cfg)
     write_preferences(pairs, path, info)
