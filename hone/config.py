@@ -330,7 +330,7 @@ class Config:
     @property
     def run_dir(self) -> Path:
         """``output.dir`` with ``{name}`` replaced by the run name."""
-        return Path(self.output.dir.replace("{name}", self.name))
+        return Path(self.named(self.output.dir))
 
     def named(self, path: str) -> str:
         """A configured path with ``{name}`` replaced by the run name."""

@@ -30,7 +30,8 @@ class StageError(ValueError):
 
 def preferences_path(cfg: Config) -> Path:
     """Where simulated labels are written and where ``hone rm train`` reads them when ``reward_model.data`` is null."""
-    return Path(cfg.named(cfg.reward_model.output)).with_name(Path(cfg.named(cfg.reward_model.output)).name + "-preferences.jsonl")
+    output = Path(cfg.named(cfg.reward_model.output))
+    return output.with_name(output.name + "-preferences.jsonl")
 
 
 def label(cfg: Config, log=print) -> dict:
