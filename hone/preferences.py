@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from hone.jsonl import read_jsonl
 from hone.records import PreferencePair, Problem
 
 
@@ -41,21 +42,7 @@ def load_preferences(spec: str, split: str = "train") -> list[PreferencePair]:
     """Pairs from a JSONL file or a `datasets` hub id."""
     path = Path(spec)
     if path.suffix == ".jsonl" or path.is_file():
-        if not path.is_file():
-            raise PreferenceDataError(f"reward_model.data: file '{spec}' not found")
-        pairs = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{spec} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PreferenceDataError(f"{where}: not JSON ({err.msg})") from None
-            pairs.append(parse_row(row, where))
-        if not pairs:
-            raise PreferenceDataError(f"{spec}: no preference pairs")
-        return pairs
+        return read_jsonl(path, parse_row, PreferenceDataError, what="reward_model.data: file")
     try:
         from datasets import load_dataset
     except ImportError:

@@ -45,7 +45,7 @@ def test_bad_rows_get_one_line_errors_naming_the_row(row, message):
 def test_jsonl_file_errors_name_the_file_and_line(tmp_path):
     path = tmp_path / "prefs.jsonl"
     path.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n\n{not json\n")
-    with pytest.raises(PreferenceDataError, match=r"prefs.jsonl line 3: not JSON"):
+    with pytest.raises(PreferenceDataError, match=r"prefs.jsonl. line 3: invalid JSON"):
         load_preferences(str(path))
     with pytest.raises(PreferenceDataError, match="file '.*missing.jsonl' not found"):
         load_preferences(str(tmp_path / "missing.jsonl"))

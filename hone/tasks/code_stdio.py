@@ -14,7 +14,6 @@ held out by a hash of its id and the seed.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Iterator
 
 from hone.records import Problem
 from hone.rewards.code import DEFAULT_TIMEOUT_S, stdio_spec
+from hone.jsonl import read_jsonl
 from hone.tasks.gsm8k import DatasetError
 
 HELD_OUT_SHARE = 5
@@ -29,33 +29,23 @@ HELD_OUT_SHARE = 5
 
 def read_stdio_problems(path: Path) -> list[dict]:
     """Rows of a stdin/stdout JSONL file; DatasetError naming the file, line and field for a bad row."""
-    if not path.is_file():
-        raise DatasetError(f"dataset file '{path}' not found")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"dataset file '{path}' line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{where}: invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DatasetError(f"{where}: expected a JSON object with fields 'question' and 'tests'")
-        if not isinstance(row.get("question"), str) or not row["question"].strip():
-            raise DatasetError(f"{where}: field 'question' must be a non-empty string")
-        tests = row.get("tests")
-        if not isinstance(tests, list) or not tests or not all(
-            isinstance(t, dict) and isinstance(t.get("input"), str) and isinstance(t.get("output"), str) for t in tests
-        ):
-            raise DatasetError(f"{where}: field 'tests' must be a non-empty list of {{\"input\": string, \"output\": string}}")
-        limit = row.get("time_limit_s", DEFAULT_TIMEOUT_S)
-        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit <= 60:
-            raise DatasetError(f"{where}: field 'time_limit_s' must be a number of seconds in (0, 60], got {limit!r}")
-        rows.append({"id": str(row.get("id", f"line-{number}")), "question": row["question"], "tests": tests, "time_limit_s": float(limit)})
-    if not rows:
-        raise DatasetError(f"dataset file '{path}' is empty")
-    return rows
+    return read_jsonl(path, _stdio_row, DatasetError)
+
+
+def _stdio_row(row, where: str) -> dict:
+    if not isinstance(row, dict):
+        raise DatasetError(f"{where}: expected a JSON object with fields 'question' and 'tests'")
+    if not isinstance(row.get("question"), str) or not row["question"].strip():
+        raise DatasetError(f"{where}: field 'question' must be a non-empty string")
+    tests = row.get("tests")
+    if not isinstance(tests, list) or not tests or not all(
+        isinstance(t, dict) and isinstance(t.get("input"), str) and isinstance(t.get("output"), str) for t in tests
+    ):
+        raise DatasetError(f"{where}: field 'tests' must be a non-empty list of {{\"input\": string, \"output\": string}}")
+    limit = row.get("time_limit_s", DEFAULT_TIMEOUT_S)
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit <= 60:
+        raise DatasetError(f"{where}: field 'time_limit_s' must be a number of seconds in (0, 60], got {limit!r}")
+    return {"id": str(row.get("id", "line-" + where.rsplit(" ", 1)[-1])), "question": row["question"], "tests": tests, "time_limit_s": float(limit)}
 
 
 @dataclass

@@ -7,12 +7,12 @@ from a folder holding ``train.jsonl`` and ``test.jsonl``, or from a ``datasets``
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from hone.jsonl import read_jsonl
 from hone.records import Problem
 
 
@@ -33,24 +33,14 @@ def final_answer(solution: str) -> str:
     return solution.rsplit("####", 1)[1].strip().replace(",", "")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise DatasetError(f"dataset file '{path}' not found")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"dataset file '{path}' line {number}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
-                raise DatasetError(f"dataset file '{path}' line {number}: expected an object with string fields 'question' and 'answer'")
-            rows.append(row)
-    if not rows:
-        raise DatasetError(f"dataset file '{path}' is empty")
-    return rows
+def read_rows(path: Path) -> list[dict]:
+    return read_jsonl(path, _gsm8k_row, DatasetError)
+
+
+def _gsm8k_row(row, where: str) -> dict:
+    if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
+        raise DatasetError(f"{where}: expected an object with string fields 'question' and 'answer'")
+    return row
 
 
 def _hub_rows(hub_id: str, split: str) -> list[dict]:
@@ -78,9 +68,9 @@ class GSM8KTask:
     def __post_init__(self):
         location = Path(self.path).expanduser()
         if location.is_dir():
-            train_rows, test_rows = read_jsonl(location / "train.jsonl"), read_jsonl(location / "test.jsonl")
+            train_rows, test_rows = read_rows(location / "train.jsonl"), read_rows(location / "test.jsonl")
         elif location.suffix == ".jsonl" or location.exists():
-            rows = read_jsonl(location)  # one file: hold out a fixed, seeded share of it
+            rows = read_rows(location)  # one file: hold out a fixed, seeded share of it
             random.Random(self.seed).shuffle(rows)
             cut = min(self.eval_size, len(rows) // 2)
             test_rows, train_rows = rows[:cut], rows[cut:]
