@@ -43,7 +43,7 @@ class TaskConfig:
     ops: tuple[str, ...] = ("+",)  # arithmetic operators to sample from: "+", "-", "*"
     path: str | None = None  # GSM8K JSONL file or a `datasets` hub id such as "openai/gsm8k"; code_stdio: its JSONL file
     level: int = 1  # code: difficulty of the generated programming tasks, 1 (one expression) to 3
-    instruction: str = "Reply with only the number."  # appended to every question
+    instruction: str | None = None  # appended to every question; null = the task's own instruction
     system_prompt: str | None = None  # None keeps the chat template's default system prompt
     eval_size: int = 200  # problems held out from training for evaluation
     seed: int = 0  # fixes the train/held-out split

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from hone.config import TaskConfig
 from hone.tasks.arithmetic import ArithmeticTask
 from hone.tasks.code import CodeTask
 from hone.tasks.code_stdio import StdioTask
@@ -15,22 +14,21 @@ __all__ = ["ArithmeticTask", "CodeTask", "DatasetError", "GSM8KTask", "HumanEval
 
 def make_task(cfg):
     """Build the task a ``TaskConfig`` describes."""
+    own = {"instruction": cfg.instruction} if cfg.instruction is not None else {}  # else each task's own
+    common = dict(system_prompt=cfg.system_prompt, eval_size=cfg.eval_size, seed=cfg.seed, **own)
     if cfg.name == "arithmetic":
-        return ArithmeticTask(cfg.digits, tuple(cfg.ops), cfg.instruction, cfg.system_prompt, cfg.eval_size, cfg.seed)
+        return ArithmeticTask(cfg.digits, tuple(cfg.ops), **common)
+    if cfg.name in ("gsm8k", "code_stdio") and not cfg.path:
+        need = "a JSONL file, a folder with train.jsonl/test.jsonl, or a hub id like openai/gsm8k" if cfg.name == "gsm8k" else "a JSONL file of problems with stdin/stdout tests"
+        raise DatasetError(f"task.path: the {cfg.name} task needs {need}")
     if cfg.name == "gsm8k":
-        if not cfg.path:
-            raise DatasetError("task.path: the gsm8k task needs a JSONL file, a folder with train.jsonl/test.jsonl, or a hub id like openai/gsm8k")
-        return GSM8KTask(cfg.path, cfg.instruction, cfg.system_prompt, cfg.eval_size, cfg.seed)
+        return GSM8KTask(cfg.path, **common)
     if cfg.name == "reviews":
-        return ReviewsTask(cfg.instruction, cfg.system_prompt, cfg.eval_size, cfg.seed)
-    # Code tasks ask for code: they keep their own instruction unless the recipe sets one.
-    own = {"instruction": cfg.instruction} if cfg.instruction != TaskConfig.instruction else {}
+        return ReviewsTask(**common)
     if cfg.name == "code":
-        return CodeTask(level=cfg.level, system_prompt=cfg.system_prompt, eval_size=cfg.eval_size, seed=cfg.seed, **own)
+        return CodeTask(level=cfg.level, **common)
     if cfg.name == "code_stdio":
-        if not cfg.path:
-            raise DatasetError("task.path: the code_stdio task needs a JSONL file of problems with stdin/stdout tests")
-        return StdioTask(cfg.path, system_prompt=cfg.system_prompt, eval_size=cfg.eval_size, seed=cfg.seed, **own)
+        return StdioTask(cfg.path, **common)
     if cfg.name == "humaneval":
-        return HumanEvalTask(system_prompt=cfg.system_prompt, eval_size=cfg.eval_size, seed=cfg.seed, **own)
+        return HumanEvalTask(**common)
     raise ValueError(f"task.name: unknown task {cfg.name!r}; expected arithmetic, gsm8k, reviews, code, code_stdio or humaneval")
