@@ -27,7 +27,8 @@ from hone.progress import Progress
 from hone.records import Problem, ScoredGroup
 from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
 from hone.tasks import make_task
-from hone.update import logprobs_no_grad, policy_update, values_no_grad
+from hone.forward import logprobs_no_grad, values_no_grad
+from hone.update import policy_update
 
 
 @dataclass
@@ -167,7 +168,7 @@ def setup(cfg: Config) -> Run:
     pool = WorkerPool(cfg.rewards.workers, cfg.rewards.timeout_s) if cfg.rewards.workers > 0 else None
     groups = [{"params": [p for p in policy.parameters() if p.requires_grad]}]
     if critic is not None:  # the critic is the optimizer's second parameter group
-        groups.append({"params": list(critic.parameters()), "lr": cfg.critic.lr if cfg.critic.kind == "separate" else cfg.train.lr})
+        groups.append({"params": list(critic.parameters()), "lr": cfg.critic.learning_rate})
     optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr, betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay)
     warmup = max(1, cfg.train.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / warmup))

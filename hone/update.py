@@ -3,75 +3,12 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
-from typing import NamedTuple
 
 import torch
 
-from hone.algorithms import KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES, clipped_value_loss, entropy_from_logits, masked_mean, truncated_is_weights
-from hone.engine.hf import positions
+from hone.algorithms import KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES, clipped_value_loss, masked_mean, truncated_is_weights
+from hone.forward import logprobs_no_grad, micro_batches, policy_forward
 from hone.records import TrainBatch
-
-
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else nullcontext()
-
-
-class Forward(NamedTuple):
-    logprobs: torch.Tensor  # (B, C) log-prob of each completion token, 0 on padding
-    entropy: torch.Tensor | None  # (B, C) entropy of the next-token distribution, when asked for
-    hidden: torch.Tensor | None  # (B, C, H) last hidden state at the positions predicting the completion, when asked for
-
-
-def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: bool = False, hidden: bool = False) -> Forward:
-    """One forward pass of the policy over ``batch``: completion log-probs, and optionally entropy and hidden states.
-
-    Only the C + 1 last positions go through the language-model head (``logits_to_keep``), so the
-    full-vocabulary logits of the prompt are never materialised.
-    """
-    width = batch.completion_length
-    with autocast(bf16):
-        out = model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=positions(batch.attention_mask),
-            logits_to_keep=width + 1,
-            use_cache=False,
-            output_hidden_states=hidden,
-        )
-    logits = out.logits[:, :-1].float()  # (B, C, V): position t predicts completion token t
-    targets = batch.input_ids[:, -width:]
-    logprobs = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
-    logprobs = logprobs * batch.completion_mask
-    return Forward(
-        logprobs,
-        entropy_from_logits(logits) if entropy else None,
-        out.hidden_states[-1][:, -width - 1 : -1] if hidden else None,
-    )
-
-
-def completion_logprobs(model, batch: TrainBatch, *, bf16: bool = False, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-prob of each completion token ``(B, C)`` under ``model``, and optionally the entropy ``(B, C)``."""
-    out = policy_forward(model, batch, bf16=bf16, entropy=entropy)
-    return out.logprobs, out.entropy
-
-
-@torch.no_grad()
-def logprobs_no_grad(model, batch: TrainBatch, micro_batch_size: int, bf16: bool) -> torch.Tensor:
-    """``completion_logprobs`` over a whole batch in micro-batches, without a graph."""
-    parts = [completion_logprobs(model, batch.select(slice(i, i + micro_batch_size)), bf16=bf16)[0] for i in range(0, len(batch), micro_batch_size)]
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def values_no_grad(critic, policy, batch: TrainBatch, micro_batch_size: int, bf16: bool) -> torch.Tensor:
-    """The critic's ``(B, C)`` values over a whole batch in micro-batches, without a graph."""
-    parts = []
-    for i in range(0, len(batch), micro_batch_size):
-        micro = batch.select(slice(i, i + micro_batch_size))
-        hidden = policy_forward(policy, micro, bf16=bf16, hidden=True).hidden if critic.needs_hidden else None
-        parts.append(critic.values(micro, hidden, bf16=bf16))
-    return torch.cat(parts)
 
 
 def policy_update(model, optimizer, scheduler, batch: TrainBatch, algo, train, norm_len: float, critic=None, *, policy_weight: float = 1.0) -> dict[str, float]:
@@ -107,12 +44,9 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
     sums: dict[str, float] = {}
     optimizer.zero_grad(set_to_none=True)
     times = {"time_forward": 0.0, "time_backward": 0.0}
-    # bucket rows of similar length into the same micro-batch, then drop the padding they all share;
     # the micro-batch losses are summed with the mini-batch's normalisers, so the order is free
-    by_length = torch.argsort(mini.attention_mask.sum(1))
-    for start in range(0, len(mini), train.micro_batch_size):
+    for _, micro in micro_batches(mini, train.micro_batch_size):
         began = time.perf_counter()
-        micro = mini.select(by_length[start:start + train.micro_batch_size]).trimmed()
         mask = micro.completion_mask
         logprobs, entropy, hidden = policy_forward(model, micro, bf16=train.bf16, entropy=algo.entropy_coef > 0, hidden=critic is not None and critic.needs_hidden)
         old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
@@ -129,6 +63,8 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
             loss_tokens = loss_tokens - algo.entropy_coef * entropy
         loss = policy_weight * aggregate(loss_tokens, mask, num_tokens=num_tokens, num_seqs=num_seqs, norm_len=norm_len)
         if critic is not None:
+            if policy_weight == 0 and hidden is not None:  # warm-up: a shared critic's value loss must not move the policy's body
+                hidden = hidden.detach()
             values = critic.values(micro, hidden, bf16=train.bf16)
             value_tokens, value_metrics = clipped_value_loss(values, micro.old_values, micro.returns, mask, clip=algo.value_clip)
             value_loss = aggregate(value_tokens, mask, num_tokens=num_tokens, num_seqs=num_seqs, norm_len=norm_len)

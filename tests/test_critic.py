@@ -5,7 +5,7 @@ from torch.testing import assert_close
 from hone.batch import collate
 from hone.critic import SeparateCritic, SharedCritic, load_critic
 from hone.records import Problem, Rollout
-from hone.update import policy_forward, values_no_grad
+from hone.forward import policy_forward, values_no_grad
 
 PROBLEM = Problem("p", ({"role": "user", "content": "q"},), "")
 

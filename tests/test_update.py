@@ -6,7 +6,8 @@ import torch
 
 from hone.batch import collate
 from hone.records import Problem, Rollout
-from hone.update import completion_logprobs, policy_update
+from hone.forward import completion_logprobs
+from hone.update import policy_update
 
 PROBLEM = Problem("p", ({"role": "user", "content": "x"},), "0")
 
@@ -148,7 +149,7 @@ def test_lora_at_initialisation_gives_the_plain_models_log_probs(tiny):
 def test_value_loss_gradients_accumulate_over_micro_batches(tiny):
     """With a critic, the value loss is normalised by the mini-batch like the policy loss: micro-batch size changes nothing."""
     from hone.critic import SharedCritic
-    from hone.update import values_no_grad
+    from hone.forward import values_no_grad
 
     batch = make_batch(tiny)
     critic = SharedCritic(tiny.config.hidden_size)

