@@ -133,8 +133,14 @@ class CriticConfig:
 
     kind: Literal["separate", "shared"] = "separate"  # separate: its own backbone; shared: a value head on the policy's last hidden state
     init: str | None = None  # separate: backbone to start from (model alias, folder, e.g. the reward model); null = the policy's model
-    lr: float = 1e-5  # separate: AdamW learning rate of the critic (the shared head trains at train.lr)
+    lr: float | None = None  # AdamW learning rate of the critic's parameters; null = 1e-5 for a separate model, 1e-3 for the shared head
     warmup_steps: int = 0  # steps at the start where only the critic learns, so PPO starts from sensible values
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or its default: a separate critic is a pretrained model, the shared head a fresh zero-initialised
+        layer that must reach the reward's scale in a few steps (at 1e-5 it moved V by about 0.01 a step)."""
+        return self.lr if self.lr is not None else (1e-5 if self.kind == "separate" else 1e-3)
 
     def __post_init__(self) -> None:
         _coerce(self)

@@ -245,7 +245,7 @@ def plot_overoptimisation(metrics_path: Path, out_png: Path, *, gold: str, proxy
         if values:
             shown = smooth(values, window) if key.startswith("reward/") else values
             step_ax.plot(steps, shown, color=color, linestyle=style, marker="o" if key.startswith("eval/") else None, markersize=4, label=key)
-    step_ax.set(title="against step (dashed, dotted: held-out prompts, sampled, greedy)", xlabel="step", ylabel="score")
+    step_ax.set(title="against step\n(dashed: held-out, sampled; dotted: held-out, greedy)", xlabel="step", ylabel="score")
     step_ax.legend(fontsize=7)
     step_ax.grid(alpha=0.3)
     if title:

@@ -147,7 +147,7 @@ def train_reward_model(pairs: list[PreferencePair], cfg, out_dir: Path, *, seed:
             wins.append(float(pairwise_accuracy(chosen.detach(), rejected.detach())) * len(rows))
             step = start // cfg.batch_size + 1
             if step % 10 == 0:
-                log(f"reward model: epoch {epoch + 1} batch {step}/{-(-len(order) // cfg.batch_size)} loss {float(loss):.3f}")
+                log(f"reward model: epoch {epoch + 1} batch {step}/{-(-len(order) // cfg.batch_size)} loss {float(loss.detach()):.3f}")
         accuracy = sum(wins) / len(order)
         held_accuracy = evaluate_pairs(model, held_ids, tokenizer.pad_token_id, bf16) if held else float("nan")
         log(f"reward model: epoch {epoch + 1}: train accuracy {accuracy:.3f}, held-out accuracy {held_accuracy:.3f} ({len(held)} pairs)")

@@ -7,6 +7,7 @@ from hone.config import (
     AlgorithmConfig,
     Config,
     ConfigError,
+    CriticConfig,
     EvalConfig,
     RewardSpec,
     RolloutConfig,
@@ -333,3 +334,10 @@ def test_direct_construction_is_checked_too():
     assert _error(lambda: EvalConfig(pass_k=(1, 16))).startswith("samples: must be >= max(pass_k) = 16")
     assert TrainConfig(lr=1, betas=[0.9, 0.99]) == TrainConfig(lr=1.0, betas=(0.9, 0.99))  # normalised
     assert _error(lambda: Config(train={"lora": {"r": 0}})) == "train.lora.r: must be >= 1, got 0"
+
+
+def test_critic_learning_rate_defaults_by_kind():
+    """A separate critic is a pretrained model (1e-5); the shared head is a fresh layer (1e-3); a set lr wins."""
+    assert CriticConfig(kind="separate").learning_rate == 1e-5
+    assert CriticConfig(kind="shared").learning_rate == 1e-3
+    assert CriticConfig(kind="shared", lr=3e-4).learning_rate == 3e-4

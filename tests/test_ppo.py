@@ -30,7 +30,7 @@ def ppo_config(tiny_folder, rm_folder, tmp_path, *extra):
         f"model={tiny_folder}", f"rewards.model={rm_folder}", f"critic.init={rm_folder}", f"output.dir={tmp_path}/run",
         "train.steps=2", "rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8", "task.eval_size=4",
         "eval.samples=2", "eval.pass_k_size=2", "eval.max_new_tokens=8", "rewards.workers=0", "output.progress=false",
-        "train.lr=1e-3", "rollout.engine=transformers", *extra,
+        "train.lr=1e-3", "rollout.engine=transformers", "critic.warmup_steps=0", *extra,
     ])
 
 
@@ -54,13 +54,19 @@ def test_ppo_steps_train_policy_and_critic_against_the_reward_model(tiny_folder,
     assert (run_dir / "final" / "critic" / "model.safetensors").is_file()
 
 
-def test_critic_warmup_leaves_the_policy_alone(tiny_folder, rm_folder, tmp_path):
-    cfg = ppo_config(tiny_folder, rm_folder, tmp_path, "critic.kind=separate", "critic.warmup_steps=5", "train.steps=1",
+@pytest.mark.parametrize("kind", ["shared", "separate"])
+def test_critic_warmup_leaves_the_policy_alone(tiny_folder, rm_folder, tmp_path, kind):
+    """Only the critic learns in warm-up; for the shared head that means no value gradient into the policy's body."""
+    cfg = ppo_config(tiny_folder, rm_folder, tmp_path, f"critic.kind={kind}", "critic.warmup_steps=5", "train.steps=1",
                      "eval.at_start=false", "eval.every=0", "algorithm.kl_coef=0.05")
     run_dir = train(cfg)
     before = AutoModelForCausalLM.from_pretrained(tiny_folder)
     after = AutoModelForCausalLM.from_pretrained(run_dir / "final")
     assert all(torch.equal(a, b) for a, b in zip(after.parameters(), before.parameters()))
+    if kind == "shared":  # while the zero-initialised head did learn
+        from safetensors.torch import load_file
+
+        assert load_file(run_dir / "final" / "critic" / "model.safetensors")["head.weight"].abs().max() > 0
 
 
 def test_rlhf_command_labels_trains_a_reward_model_then_runs_ppo(tiny_folder, tmp_path, capsys):

@@ -24,7 +24,8 @@ from hone.records import Problem
 
 SUBJECTS = (
     "movie", "restaurant", "hotel", "phone", "novel", "laptop", "album", "video game", "coffee shop", "airline",
-    "headphones", "museum", "car", "TV series", "gym",
+    "headphones", "museum", "car", "TV series", "gym", "bakery", "podcast", "mattress", "theme park", "blender",
+    "bookstore", "concert", "hiking boots", "dentist", "pizza place",
 )
 TEMPLATES = (
     "I tried this {s} last week and", "My first impression of this {s} was that", "After a month with this {s}, I",
