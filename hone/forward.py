@@ -34,18 +34,30 @@ def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: boo
                    pack: bool = True) -> Forward:
     """One forward pass of the policy over ``batch``: completion log-probs, and optionally entropy and hidden states.
 
-    Only the C positions that predict a completion token go through the language-model head, so the
-    full-vocabulary logits of the prompt are never materialised; the last completion token is never
+    Only positions that predict a completion token go through the language-model head and the
+    log-softmax (with ``pack``, only real ones, not padding), so full-vocabulary logits of the prompt
+    are never materialised; the last completion token is never
     fed, as nothing is predicted from it. With ``pack`` (and a model that takes a custom sdpa mask),
     each prompt goes in once with its completions packed after it (see the module docstring).
     """
+    width = batch.completion_length
+    real = batch.attention_mask[:, -width:].bool()  # (B, C) completion tokens, not padding
     with autocast(bf16):
-        packed = _packed_forward(model, batch, hidden) if pack else None
-        logits, states = packed if packed is not None else _plain_forward(model, batch, hidden)
-    logits = logits.float()  # (B, C, V): position t predicts completion token t
-    targets = batch.input_ids[:, -batch.completion_length:]
-    logprobs = (logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)) * batch.completion_mask
-    return Forward(logprobs, entropy_from_logits(logits) if entropy else None, states)
+        packed = _packed_forward(model, batch) if pack else None
+        if packed is not None:  # only real positions go through the head
+            states, logits = packed, model.get_output_embeddings()(packed[real])
+        else:
+            full, states = _plain_forward(model, batch, hidden)
+            logits = full[real]
+    logits = logits.float()  # (N, V), one row per real completion token, in (row, position) order
+    own = logits.gather(-1, batch.input_ids[:, -width:][real][:, None]).squeeze(-1) - logits.logsumexp(-1)
+    logprobs = _scatter(real, own) * batch.completion_mask
+    return Forward(logprobs, _scatter(real, entropy_from_logits(logits)) if entropy else None, states if hidden else None)
+
+
+def _scatter(real: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``(B, C)`` holding ``values`` at the ``real`` positions and 0 elsewhere (differentiable in ``values``)."""
+    return torch.zeros(real.shape, dtype=values.dtype).masked_scatter(real, values)
 
 
 def _plain_forward(model, batch: TrainBatch, hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -61,14 +73,15 @@ def _plain_forward(model, batch: TrainBatch, hidden: bool) -> tuple[torch.Tensor
     return out.logits, out.hidden_states[-1][:, -width:] if hidden else None
 
 
-def _packed_forward(model, batch: TrainBatch, hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """``(logits, hidden)`` as ``_plain_forward``, from one packed row per distinct prompt; None where the model cannot take it.
+def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
+    """``(B, C, H)`` last hidden states at the positions predicting each completion token, from one packed row per
+    distinct prompt; None where the model cannot take it.
 
     Row ``g`` holds prompt ``g`` once, then each of its completions (all but the last token, which
     predicts nothing), with no padding between them. A 4D mask lets every completion token see the
     prompt and the earlier tokens of its own completion, and nothing else; position ids restart
     after the prompt for each completion. The hidden states of the positions that predict each
-    completion token are gathered back into ``(B, C)`` and only they go through the head.
+    completion token are gathered back into ``(B, C)``; the caller sends only the real ones through the head.
     """
     config = getattr(model, "config", None)
     width = batch.completion_length
@@ -104,8 +117,7 @@ def _packed_forward(model, batch: TrainBatch, hidden: bool) -> tuple[torch.Tenso
     same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)  # own completion, or the prompt
     mask = (causal & same & (seg[:, None, :] >= 0)) | torch.eye(total, dtype=torch.bool)  # padding sees itself: no empty softmax row
     out = model(input_ids=ids, attention_mask=mask[:, None], position_ids=pos, use_cache=False, output_hidden_states=True, logits_to_keep=1)
-    states = out.hidden_states[-1][where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
-    return model.get_output_embeddings()(states), states if hidden else None
+    return out.hidden_states[-1][where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
 
 
 def completion_logprobs(model, batch: TrainBatch, *, bf16: bool = False, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -63,10 +63,10 @@ def test_packing_without_repeated_prompts_and_with_one_token_completions(tiny):
 
 def test_packing_is_taken_for_sdpa_and_skipped_for_other_attention(tiny):
     batch = grouped_batch()
-    assert _packed_forward(tiny, batch, hidden=False) is not None
+    assert _packed_forward(tiny, batch) is not None
     eager = copy.deepcopy(tiny)
     eager.config._attn_implementation = "eager"
-    assert _packed_forward(eager, batch, hidden=False) is None
+    assert _packed_forward(eager, batch) is None
 
 
 def test_micro_batches_keep_groups_together_and_cover_every_row_once():
