@@ -90,7 +90,7 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
     if (getattr(config, "_attn_implementation", None) != "sdpa" or getattr(config, "final_logit_softcapping", None)
             or (window and split + width > window) or model.get_output_embeddings() is None):
         return None  # the mask below is sdpa's boolean kind and has no sliding window; the head must be a plain linear map
-    prompts, inverse = torch.unique(torch.cat([batch.input_ids[:, :split], batch.attention_mask[:, :split]], 1), dim=0, return_inverse=True)
+    prompts, inverse = _prompt_groups(batch)
     lengths = batch.attention_mask[:, split:].sum(1).tolist()  # completion tokens per row (right-padded)
     rows, where = [], torch.zeros(len(batch), width, 2, dtype=torch.long)  # where[r, t] = (packed row, position) predicting token t
     for g in range(len(prompts)):
@@ -98,7 +98,7 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
         tokens, places, segments = [prompt], [torch.arange(len(prompt))], [torch.zeros(len(prompt), dtype=torch.long)]
         cursor = len(prompt)
         for r in (inverse == g).nonzero().flatten().tolist():
-            fed = lengths[r] - 1  # tokens of this completion that go in
+            fed = max(lengths[r] - 1, 0)  # tokens of this completion that go in
             where[r, :, 0] = g
             where[r, :, 1] = len(prompt) - 1  # token 0 is predicted by the prompt's last position (and padding points there too)
             where[r, 1 : fed + 1, 1] = torch.arange(cursor, cursor + fed)
@@ -120,6 +120,12 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
     return out.hidden_states[-1][where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
 
 
+def _prompt_groups(batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(prompts, inverse)``: the distinct ``[prompt ids | prompt mask]`` rows, and each row's index among them."""
+    split = batch.input_ids.shape[1] - batch.completion_length
+    return torch.unique(torch.cat([batch.input_ids[:, :split], batch.attention_mask[:, :split]], 1), dim=0, return_inverse=True)
+
+
 def completion_logprobs(model, batch: TrainBatch, *, bf16: bool = False, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each completion token ``(B, C)`` under ``model``, and optionally the entropy ``(B, C)``."""
     out = policy_forward(model, batch, bf16=bf16, entropy=entropy)
@@ -129,11 +135,10 @@ def completion_logprobs(model, batch: TrainBatch, *, bf16: bool = False, entropy
 def micro_batches(batch: TrainBatch, size: int):
     """``(rows, micro)`` pairs covering ``batch`` in micro-batches of ``size`` rows, padding trimmed.
 
-    Rows that share a prompt stay together (so the shared-prompt forward runs each prompt once) and
-    groups go in order of their longest row (so a micro-batch of short rows pads only to its own length).
+    Rows that share a prompt stay together (so the packed forward runs each prompt once) and groups
+    go in order of their longest row (so a micro-batch of short rows pads only to its own length).
     """
-    split = batch.input_ids.shape[1] - batch.completion_length
-    _, group = torch.unique(torch.cat([batch.input_ids[:, :split], batch.attention_mask[:, :split]], 1), dim=0, return_inverse=True)
+    _, group = _prompt_groups(batch)
     longest = torch.zeros(int(group.max()) + 1, dtype=torch.long).scatter_reduce(0, group, batch.attention_mask.sum(1), "amax")
     order = torch.argsort(longest[group] * len(batch) + group, stable=True)
     for start in range(0, len(batch), size):

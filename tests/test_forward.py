@@ -52,10 +52,11 @@ def test_gradients_of_the_packed_forward_match(tiny):
         assert float((shared[name] - plain[name]).norm() / plain[name].norm()) < 1e-5, name
 
 
-def test_packing_without_repeated_prompts_and_with_one_token_completions(tiny):
+def test_packing_without_repeated_prompts_and_with_one_token_or_empty_completions(tiny):
     batch = grouped_batch(groups=3, group_size=1)  # no prompt repeats: packing still drops the padding
     gen = torch.Generator().manual_seed(5)
     short = [Rollout(PROBLEM, torch.randint(10, 1000, (4,), generator=gen).tolist(), [7], "", [0.0], "stop") for _ in range(3)]
+    short.append(Rollout(PROBLEM, short[0].prompt_ids, [], "", [], "stop"))  # an empty completion beside them
     for case in (batch, collate(short, pad_id=0)):
         with torch.no_grad():
             torch.testing.assert_close(policy_forward(tiny, case).logprobs, policy_forward(tiny, case, pack=False).logprobs, atol=1e-5, rtol=1e-5)
