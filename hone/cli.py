@@ -62,16 +62,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate_recipe(cfg) -> dict[str, float]:
     """Greedy accuracy (and pass@k) of ``cfg.model`` on the task's held-out problems."""
-    import torch
-
     from hone.engine.hf import HFEngine
     from hone.envs.single_turn import SingleTurnEnv
     from hone.evaluate import evaluate_as_configured
     from hone.models import load_model, load_tokenizer
     from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
+    from hone.runtime import configure_cpu
     from hone.tasks import make_task
 
-    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    configure_cpu(cfg.train.threads, cfg.train.keep_freed_memory)
     problems = make_task(cfg.task).eval_problems()
     tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model).eval()
     with WorkerPool(max(1, cfg.rewards.workers), cfg.rewards.timeout_s) as pool:

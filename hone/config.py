@@ -182,6 +182,7 @@ class TrainConfig:
     bf16: bool = True  # bfloat16 autocast (also on CPU)
     seed: int = 0  # seeds torch, sampling and prompt order
     threads: int | None = None  # torch CPU threads; None uses all cores
+    keep_freed_memory: bool = True  # glibc: reuse freed heap memory instead of fresh pages at every step (hone.runtime)
     lora: LoraConfig = field(default_factory=LoraConfig)  # low-rank adapters
 
     def __post_init__(self) -> None:

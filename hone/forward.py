@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from hone.algorithms import entropy_from_logits
+from hone.algorithms.token_logprobs import token_logprobs
 from hone.engine.hf import positions
 from hone.records import TrainBatch
 
@@ -49,10 +49,10 @@ def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: boo
         else:
             full, states = _plain_forward(model, batch, hidden)
             logits = full[real]
-    logits = logits.float()  # (N, V), one row per real completion token, in (row, position) order
-    own = logits.gather(-1, batch.input_ids[:, -width:][real][:, None]).squeeze(-1) - logits.logsumexp(-1)
+    # logits: (N, V), one row per real completion token, in (row, position) order; fp32 math in chunks
+    own, ent = token_logprobs(logits, batch.input_ids[:, -width:][real], entropy=entropy)
     logprobs = _scatter(real, own) * batch.completion_mask
-    return Forward(logprobs, _scatter(real, entropy_from_logits(logits)) if entropy else None, states if hidden else None)
+    return Forward(logprobs, _scatter(real, ent) if entropy else None, states if hidden else None)
 
 
 def _scatter(real: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

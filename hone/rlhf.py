@@ -78,8 +78,9 @@ def train_rm(cfg: Config, log=print) -> dict:
 
     from hone.preferences import load_preferences
     from hone.reward_model import train_reward_model
+    from hone.runtime import configure_cpu
 
-    torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
+    configure_cpu(cfg.train.threads or torch.get_num_threads(), cfg.train.keep_freed_memory)
     rm = cfg.reward_model
     source = rm.data or str(preferences_path(cfg))
     if rm.data is None and not Path(source).is_file():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -26,6 +25,7 @@ from hone.models import load_model, load_tokenizer, local_folder, resolve
 from hone.progress import Progress
 from hone.records import Problem, ScoredGroup
 from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
+from hone.runtime import configure_cpu
 from hone.tasks import make_task
 from hone.forward import logprobs_no_grad, values_no_grad
 from hone.update import policy_update
@@ -139,7 +139,7 @@ class RunModels:
 
 
 def setup(cfg: Config) -> Run:
-    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    configure_cpu(cfg.train.threads, cfg.train.keep_freed_memory)
     torch.manual_seed(cfg.train.seed)
     # everything a user can get wrong is checked before minutes of model loading
     task = make_task(cfg.task)
