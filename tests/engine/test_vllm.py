@@ -88,7 +88,8 @@ class _Scaled(torch.nn.Module):
 
 
 def test_trainer_runs_grpo_steps_with_vllm_rollouts(engine, tiny_folder, tmp_path):
-    """Real GRPO steps with the vLLM engine: weights are pushed after every update, the run completes."""
+    """Real GRPO steps with the vLLM engine, compiled: weights are pushed after every update (without
+    recompiling), the run completes, and vLLM samples from the weights the trainer has."""
     import json
 
     from hone.config import load_config
@@ -96,7 +97,7 @@ def test_trainer_runs_grpo_steps_with_vllm_rollouts(engine, tiny_folder, tmp_pat
 
     cfg = load_config("recipes/quickstart.yaml", [
         f"model={tiny_folder}", f"output.dir={tmp_path}/run", "train.steps=2", "rollout.prompts_per_step=2", "rollout.group_size=4",
-        "rollout.max_new_tokens=8", "rollout.engine=vllm", "rollout.bf16=false", "task.eval_size=4", "eval.samples=0", "eval.pass_k=[1]",
+        "rollout.max_new_tokens=8", "rollout.engine=vllm", "rollout.compile=true", "rollout.bf16=false", "task.eval_size=4", "eval.samples=0", "eval.pass_k=[1]",
         "rewards.workers=1", "output.progress=false", "train.lr=1e-3", "rewards.functions=[{name: 'tests.reward_fixtures:shorter_is_better'}]",
     ])
     run_dir = train(cfg)
