@@ -65,31 +65,31 @@ def step_flops(model, prompt_tokens: int, completion_tokens: int, samples: int, 
     return generate + train + (2 * body * tokens + 2 * head if kl else 0)
 
 
-def engine_throughput(run, repeats: int = 3) -> dict[str, float]:
-    """Generated tokens/s of hone's engine, and of the same vLLM instance called directly (what hone adds on top)."""
+def engine_throughput(run, repeats: int = 5) -> dict[str, float]:
+    """Generated tokens/s (median of ``repeats``, the sides interleaved) of hone's engine, and of the same
+    vLLM instance called directly, without log-probs ("vllm") and with the sampled tokens' log-probs
+    that hone asks for ("vllm_logprobs"): what hone adds on top of vLLM."""
     from hone.engine import SamplingParams
 
     problems = list(islice(run.problems, PROMPTS))
     prompts = [run.env.prompt_ids(p) for p in problems]
     params = SamplingParams(max_new_tokens=MAX_NEW, temperature=1.0, n=GROUP)
-    out = {"hone": _rate(lambda: [len(g.completion_ids) for gs in run.engine.generate(prompts, params) for g in gs], repeats)}
+    sides = {"hone": lambda: [len(g.completion_ids) for gs in run.engine.generate(prompts, params) for g in gs]}
     if hasattr(run.engine, "llm"):
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
         llm, raw = run.engine.llm, [TokensPrompt(prompt_token_ids=p) for p in prompts]
-        vparams = VSamplingParams(n=GROUP, temperature=1.0, max_tokens=MAX_NEW)
-        out["vllm"] = _rate(lambda: [len(c.token_ids) for o in llm.generate(raw, vparams, use_tqdm=False) for c in o.outputs], repeats)
-    return out
-
-
-def _rate(generate, repeats: int) -> float:
-    rates = []
+        for name, logprobs in (("vllm", None), ("vllm_logprobs", 0)):
+            vparams = VSamplingParams(n=GROUP, temperature=1.0, max_tokens=MAX_NEW, logprobs=logprobs)
+            sides[name] = lambda vparams=vparams: [len(c.token_ids) for o in llm.generate(raw, vparams, use_tqdm=False) for c in o.outputs]
+    rates: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(repeats):
-        began = time.perf_counter()
-        tokens = sum(generate())
-        rates.append(tokens / (time.perf_counter() - began))
-    return statistics.median(rates)
+        for name, generate in sides.items():
+            began = time.perf_counter()
+            tokens = sum(generate())
+            rates[name].append(tokens / (time.perf_counter() - began))
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 def trl_steps(beta: float, steps: int) -> dict:
@@ -144,12 +144,16 @@ def main() -> None:
             rates = engine_throughput(run)
             line = f"  generation throughput: hone engine {rates['hone']:.0f} tokens/s"
             if "vllm" in rates:
-                line += f", vLLM called directly {rates['vllm']:.0f} tokens/s, ratio {rates['hone'] / rates['vllm']:.2f}"
+                line += (f", vLLM called directly {rates['vllm']:.0f} tokens/s, ratio {rates['hone'] / rates['vllm']:.2f} "
+                         f"(vLLM with the log-probs hone asks for: {rates['vllm_logprobs']:.0f} tokens/s, "
+                         f"ratio {rates['hone'] / rates['vllm_logprobs']:.2f})")
             print(line)
         del run
         if kl in trl:
             trl_s = statistics.median(trl[kl]["step_seconds"])
-            print(f"  TRL GRPOTrainer ({trl[kl]['setting']}): {trl_s:.2f} s/step {[round(s, 1) for s in trl[kl]['step_seconds']]}")
+            lengths = trl[kl].get("mean_lengths") or [float("nan")]
+            print(f"  TRL GRPOTrainer ({trl[kl]['setting']}): {trl_s:.2f} s/step {[round(s, 1) for s in trl[kl]['step_seconds']]} "
+                  f"(mean completion {statistics.median(lengths):.1f} tokens)")
             print(f"  speed-up ratio (TRL s/step / hone s/step): {trl_s / hone_s:.2f}x", flush=True)
 
 

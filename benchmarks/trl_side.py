@@ -70,6 +70,8 @@ def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list
     class _StepTimer(TrainerCallback):
         def __init__(self):
             self.seconds: list[float] = []
+            self.lengths: list[float] = []  # mean completion length of each step's generation batch
+            self.trainer = None
             self._last = None
 
         def on_train_begin(self, args, state, control, **kwargs):
@@ -79,6 +81,9 @@ def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list
             now = time.perf_counter()
             self.seconds.append(now - self._last)
             self._last = now
+            lengths = self.trainer._metrics["train"].get("completions/mean_length") if self.trainer is not None else None
+            if lengths:
+                self.lengths.append(lengths[-1])
 
     timer = _StepTimer()
     extra = {}
@@ -119,6 +124,7 @@ def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list
             train_dataset=dataset,
             callbacks=[timer],
         )
+        timer.trainer = trainer
         trainer.train()
         del trainer
     if len(timer.seconds) != steps + 1:
@@ -130,7 +136,7 @@ def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list
         f"micro-batch {micro_batch} x grad accum {accumulation} (steps_per_generation {accumulation}), num_iterations 1, "
         f"max_completion_length {max_new_tokens}, temperature {temperature}, beta {beta}, lr {lr}"
     )
-    return {"step_seconds": timer.seconds[1:], "setting": setting}
+    return {"step_seconds": timer.seconds[1:], "setting": setting, "mean_lengths": timer.lengths[1:]}
 
 
 def _demo_work() -> tuple[list[list[dict]], list[str]]:
