@@ -22,10 +22,14 @@ from itertools import islice
 import torch
 
 PROMPTS, GROUP, MAX_NEW, KL = 8, 8, 64, 0.04
+RECIPE = "recipes/quickstart.yaml"  # the task (2-digit addition) and model; both sides take its prompts
 
 
-def hone_steps(kl_coef: float, steps: int) -> tuple[list[dict], object]:
-    """Per-step metric rows of ``steps`` hone GRPO steps (after one warm-up step), and the run."""
+def hone_steps(kl_coef: float, steps: int, skip: bool = False) -> tuple[list[dict], object]:
+    """Per-step metric rows of ``steps`` hone GRPO steps (after one warm-up step), and the run.
+
+    ``skip``: leave rows whose advantages are all 0 out of the update (``train.skip_zero_advantage``,
+    hone's default): the same gradient for less work, so not the like-for-like comparison."""
     from hone.config import load_config
     from hone.trainer import setup, train_step
 
@@ -34,8 +38,9 @@ def hone_steps(kl_coef: float, steps: int) -> tuple[list[dict], object]:
         f"algorithm.kl_coef={kl_coef}", "train.lr=1e-6", f"train.steps={steps + 1}", "eval.at_start=false",
         f"output.dir={tempfile.mkdtemp(prefix='hone-bench-')}", "output.progress=false", "output.plot=false",
         "rollout.compile=true",  # vLLM compiled: start-up (about 40 s the first time, 12 s cached) is outside s/step, as TRL's is
+        f"train.skip_zero_advantage={str(skip).lower()}",
     ]
-    run = setup(load_config("recipes/quickstart.yaml", overrides))
+    run = setup(load_config(RECIPE, overrides))
     rows = [train_step(run) for _ in range(steps + 1)][1:]
     if run.pool is not None:
         run.pool.close()
@@ -100,10 +105,12 @@ def trl_steps(beta: float, steps: int) -> dict:
     from concurrent.futures.process import BrokenProcessPool
 
     from benchmarks.trl_side import trl_grpo_step_times
+    from hone.config import load_config
     from hone.models import local_folder
-    from hone.tasks import ArithmeticTask
+    from hone.tasks import make_task
 
-    problems = list(islice(ArithmeticTask(eval_size=10).train_problems(seed=1), PROMPTS * (steps + 2)))
+    cfg = load_config(RECIPE, [])  # the prompts hone's steps take, in hone's order (TRL shuffles them), and one step more
+    problems = list(islice(make_task(cfg.task).train_problems(cfg.train.seed), PROMPTS * (steps + 2)))
     args = (local_folder("smollm2-135m-instruct"), [list(p.messages) for p in problems], [p.answer for p in problems])
     kwargs = dict(group_size=GROUP, max_new_tokens=MAX_NEW, temperature=1.0, beta=beta, steps=steps, prompts_per_step=PROMPTS)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -155,6 +162,21 @@ def main() -> None:
             print(f"  TRL GRPOTrainer ({trl[kl]['setting']}): {trl_s:.2f} s/step {[round(s, 1) for s in trl[kl]['step_seconds']]} "
                   f"(mean completion {statistics.median(lengths):.1f} tokens)")
             print(f"  speed-up ratio (TRL s/step / hone s/step): {trl_s / hone_s:.2f}x", flush=True)
+            # the sides sample their own completions, so their lengths differ by chance; per token evens that out
+            hone_len, trl_len = median(rows, "completion/length"), statistics.median(lengths)
+            print(f"  per 1000 completion tokens: hone {1000 * hone_s / (hone_len * PROMPTS * GROUP):.2f} s, "
+                  f"TRL {1000 * trl_s / (trl_len * PROMPTS * GROUP):.2f} s, length-normalised ratio {trl_s / trl_len / (hone_s / hone_len):.2f}x", flush=True)
+    # hone's default leaves rows with all-zero advantages (groups whose rewards were all equal) out of the
+    # update when nothing else in the loss could move them: the same gradient, less work than TRL does
+    rows, run = hone_steps(0.0, args.steps, skip=True)
+    skip_s = median(rows, "time/step")
+    line = (f"\n[kl_coef=0.0, train.skip_zero_advantage=true] hone: {skip_s:.2f} s/step, "
+            f"{100 * median(rows, 'update/rows_skipped'):.0f}% of rows skipped (median), forward {median(rows, 'time/forward'):.2f} s, "
+            f"backward {median(rows, 'time/backward'):.2f} s")
+    if 0.0 in trl:
+        line += f"; against TRL's step (not the same work): {statistics.median(trl[0.0]['step_seconds']) / skip_s:.2f}x"
+    print(line, flush=True)
+    del run
 
 
 if __name__ == "__main__":

@@ -183,6 +183,7 @@ class TrainConfig:
     bf16: bool = True  # bfloat16 autocast (also on CPU)
     seed: int = 0  # seeds torch, sampling and prompt order
     threads: int | None = None  # torch CPU threads; None uses all cores
+    skip_zero_advantage: bool = True  # leave rows with all-zero advantages out of forward/backward when no KL, entropy or value term could move them (same gradient)
     keep_freed_memory: bool = True  # glibc: reuse freed heap memory instead of fresh pages at every step (hone.runtime)
     lora: LoraConfig = field(default_factory=LoraConfig)  # low-rank adapters
 

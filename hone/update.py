@@ -11,6 +11,10 @@ from hone.forward import logprobs_no_grad, micro_batches, policy_forward
 from hone.records import TrainBatch
 
 
+ADVANTAGE_TIMES = frozenset({"ppo_clip", "gspo"})
+"""Policy losses that are the advantage times a factor, so exactly 0 on a row whose advantages are all 0."""
+
+
 def policy_update(model, optimizer, scheduler, batch: TrainBatch, algo, train, norm_len: float, critic=None, *, policy_weight: float = 1.0) -> dict[str, float]:
     """PPO-style epochs over mini-batches of one batch of rollouts; one optimizer step per mini-batch.
 
@@ -41,11 +45,18 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
     aggregate = LOSS_AGGREGATIONS.get(algo.loss_agg)
     policy_loss = POLICY_LOSSES.get(algo.policy_loss)
     kl_in_loss = algo.kl_coef > 0 and not algo.kl_in_reward
-    sums: dict[str, float] = {}
+    sums: dict[str, float] = {"rows_skipped": 0.0}
     optimizer.zero_grad(set_to_none=True)
     times = {"time_forward": 0.0, "time_backward": 0.0}
+    live = mini
+    if train.skip_zero_advantage and algo.policy_loss in ADVANTAGE_TIMES and not kl_in_loss and algo.entropy_coef == 0 and critic is None:
+        # a row whose advantages are all 0 adds exactly 0 to the gradient of a ratio-times-advantage
+        # loss; the normalisers above still count its tokens, so the gradient is unchanged
+        moves = (mini.advantages * mini.completion_mask != 0).any(1)
+        live, sums["rows_skipped"] = mini.select(moves.nonzero().flatten()), float((~moves).sum()) / num_seqs
+    live_tokens = float(live.completion_mask.sum())  # the token share of metrics below is of the rows forwarded
     # the micro-batch losses are summed with the mini-batch's normalisers, so the order is free
-    for _, micro in micro_batches(mini, train.micro_batch_size):
+    for _, micro in micro_batches(live, train.micro_batch_size) if len(live) else ():
         began = time.perf_counter()
         mask = micro.completion_mask
         logprobs, entropy, hidden = policy_forward(model, micro, bf16=train.bf16, entropy=algo.entropy_coef > 0, hidden=critic is not None and critic.needs_hidden)
@@ -75,13 +86,17 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
         loss.backward()
         times["time_forward"] += forwarded - began
         times["time_backward"] += time.perf_counter() - forwarded
-        share = float(mask.sum()) / num_tokens  # token share: micro-batch metrics add up to the mini-batch mean
+        share = float(mask.sum()) / live_tokens  # token share: micro-batch metrics add up to the mean over forwarded rows
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())  # aggregated losses already add up
         metrics["logprob_gap"] = masked_mean((logprobs.detach() - micro.sampling_logprobs).abs(), mask)
         if entropy is not None:
             metrics["entropy"] = masked_mean(entropy.detach(), mask)
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value) * share
+    if not len(live):  # no row moves the policy: a zero gradient, so AdamW's moments still decay as they would
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = torch.zeros_like(p)
     began = time.perf_counter()
     # clipped per parameter group (policy, then critic) so a large value gradient cannot shrink the policy's
     norms = [torch.nn.utils.clip_grad_norm_([p for p in group["params"] if p.grad is not None], train.max_grad_norm) for group in optimizer.param_groups]

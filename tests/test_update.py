@@ -17,8 +17,8 @@ def algo(**overrides):
     return SimpleNamespace(**{**base, **overrides})
 
 
-def train(micro_batch_size=8):
-    return SimpleNamespace(micro_batch_size=micro_batch_size, bf16=False, max_grad_norm=1e9)
+def train(micro_batch_size=8, skip_zero_advantage=True):
+    return SimpleNamespace(micro_batch_size=micro_batch_size, bf16=False, max_grad_norm=1e9, skip_zero_advantage=skip_zero_advantage)
 
 
 def make_batch(model, n=6, seed=0):
@@ -129,7 +129,7 @@ def test_bf16_log_probs_and_gradients_stay_close_to_fp32(tiny):
     gap = (fp32 - bf16).abs()[mask]
     assert gap.max() < 0.05 and gap.mean() < 0.02
     g32, _ = grads_after_update(tiny, batch, algo(), train())
-    g16, _ = grads_after_update(tiny, batch, algo(), SimpleNamespace(micro_batch_size=8, bf16=True, max_grad_norm=1e9))
+    g16, _ = grads_after_update(tiny, batch, algo(), SimpleNamespace(micro_batch_size=8, bf16=True, max_grad_norm=1e9, skip_zero_advantage=True))
     flat32 = torch.cat([g.flatten() for g in g32.values()])
     flat16 = torch.cat([g16[n].flatten() for n in g32])
     assert torch.nn.functional.cosine_similarity(flat32, flat16, dim=0) > 0.99
@@ -167,3 +167,35 @@ def test_value_loss_gradients_accumulate_over_micro_batches(tiny):
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-6, rtol=1e-4)
     assert results[0][1]["value_loss"] == pytest.approx(results[1][1]["value_loss"], rel=1e-5)
     assert results[0][1]["value_grad_norm"] > 0
+
+
+@pytest.mark.parametrize("loss", ["ppo_clip", "gspo"])
+def test_rows_with_zero_advantage_are_skipped_with_the_same_gradient(tiny, loss):
+    batch = make_batch(tiny)
+    batch.advantages[::2] = 0.0  # rows 0, 2, 4: a group whose rewards were all equal
+    skipped, stats = grads_after_update(tiny, batch, algo(policy_loss=loss), train(micro_batch_size=2))
+    full, stats_full = grads_after_update(tiny, batch, algo(policy_loss=loss), train(micro_batch_size=2, skip_zero_advantage=False))
+    assert stats["rows_skipped"] == 0.5 and stats_full["rows_skipped"] == 0.0
+    assert sum(g.abs().sum() for g in full.values()) > 0
+    assert full.keys() == skipped.keys()
+    for name in full:
+        torch.testing.assert_close(skipped[name], full[name], atol=1e-6, rtol=1e-4)  # micro-batches sum in another order
+
+
+def test_a_batch_of_zero_advantages_still_takes_a_zero_gradient_step(tiny):
+    """AdamW must see a zero gradient (its moments decay), not a missing one (it would skip the parameter)."""
+    batch = make_batch(tiny)
+    batch.advantages.zero_()
+    grads, stats = grads_after_update(tiny, batch, algo(), train())
+    assert stats["rows_skipped"] == 1.0 and stats["time_forward"] == 0.0
+    assert len(grads) == len(list(tiny.parameters())) and all(g.abs().sum() == 0 for g in grads.values())
+
+
+@pytest.mark.parametrize("terms", [dict(kl_coef=0.1), dict(entropy_coef=0.01)])
+def test_rows_are_not_skipped_when_another_loss_term_moves_them(tiny, terms):
+    batch = make_batch(tiny)
+    batch.advantages[::2] = 0.0
+    if "kl_coef" in terms:
+        batch.ref_logprobs = batch.sampling_logprobs - 0.1
+    _, stats = grads_after_update(tiny, batch, algo(**terms), train())
+    assert stats["rows_skipped"] == 0.0
