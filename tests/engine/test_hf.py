@@ -71,3 +71,23 @@ def test_a_separate_engine_copy_takes_pushed_weights(tiny, tokenizer):
     params = SamplingParams(max_new_tokens=6, temperature=0.0)
     engine.load_weights(tiny.state_dict().items())
     assert engine.generate(PROMPTS, params)[0][0].completion_ids == HFEngine(tiny, tokenizer).generate(PROMPTS, params)[0][0].completion_ids
+
+
+def test_min_new_tokens_holds_back_the_end_of_sequence(tiny, tokenizer):
+    engine = HFEngine(tiny, tokenizer)
+    eos = engine.eos_ids[0]
+
+    def eos_likely(module, args, out):  # the end-of-sequence token almost certain at every step
+        out.logits[..., eos] += 50.0
+        return out
+
+    handle = tiny.register_forward_hook(eos_likely)
+    try:
+        early = engine.generate(PROMPTS, SamplingParams(max_new_tokens=6, temperature=1.0, n=2, seed=0))
+        held = engine.generate(PROMPTS, SamplingParams(max_new_tokens=6, temperature=1.0, n=2, seed=0, min_new_tokens=4))
+    finally:
+        handle.remove()
+    assert all(g.completion_ids == [eos] for gs in early for g in gs)
+    for g in (g for gs in held for g in gs):
+        assert eos not in g.completion_ids[:4] and g.completion_ids[4:] == [eos] and g.finish_reason == "stop"
+        assert all(math.isfinite(lp) for lp in g.logprobs)  # log-probs of the distribution sampled from

@@ -87,6 +87,12 @@ class _Scaled(torch.nn.Module):
         return out
 
 
+def test_min_new_tokens_reaches_vllm(engine):
+    """The parameter reaches vLLM (a random tiny model rarely ends early anyway; test_hf holds the semantics)."""
+    groups = engine.generate(PROMPTS, SamplingParams(max_new_tokens=8, min_new_tokens=8, temperature=1.0, n=3, seed=0))
+    assert all(len(g.completion_ids) == 8 for gs in groups for g in gs)
+
+
 def test_trainer_runs_grpo_steps_with_vllm_rollouts(engine, tiny_folder, tmp_path):
     """Real GRPO steps with the vLLM engine, compiled: weights are pushed after every update (without
     recompiling), the run completes, and vLLM samples from the weights the trainer has."""
