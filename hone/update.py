@@ -54,7 +54,7 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
         # loss; the normalisers above still count its tokens, so the gradient is unchanged
         moves = (mini.advantages * mini.completion_mask != 0).any(1)
         live, sums["rows_skipped"] = mini.select(moves.nonzero().flatten()), float((~moves).sum()) / num_seqs
-    live_tokens = float(live.completion_mask.sum())  # the token share of metrics below is of the rows forwarded
+    live_tokens = max(float(live.completion_mask.sum()), 1.0)  # the token share of metrics below is of the rows forwarded
     # the micro-batch losses are summed with the mini-batch's normalisers, so the order is free
     for _, micro in micro_batches(live, train.micro_batch_size) if len(live) else ():
         began = time.perf_counter()
