@@ -3,7 +3,7 @@
 YAML recipes are read into these dataclasses, ``key=value`` overrides (dotted paths such as
 ``train.lr=1e-5``) are applied on top, and each section checks its own values when it is built.
 A bad value raises :class:`ConfigError` with one line naming the field, the value and what is
-accepted. The loader is a small walk over ``typing.get_type_hints``, not pydantic.
+accepted. The loader (``hone.config_loader``) is a small walk over ``typing.get_type_hints``, not pydantic.
 
 >>> cfg = load_config(None, ["train.lr=3e-5", "eval.pass_k=1,8", "eval.samples=8"])
 >>> cfg.train.lr, cfg.eval.pass_k
@@ -11,27 +11,21 @@ accepted. The loader is a small walk over ``typing.get_type_hints``, not pydanti
 >>> load_config(None, ["rollout.group_size=1"])
 Traceback (most recent call last):
 ...
-hone.config.ConfigError: rollout.group_size: must be >= 2 for group baselines, got 1
+hone.config_loader.ConfigError: rollout.group_size: must be >= 2 for group baselines, got 1
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import difflib
-import functools
-import math
-import types
-import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
+from hone.config_loader import ConfigError, apply_override, build, convert, hints, show, yaml_problem
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message is one line for the user."""
+__all__ = ["Config", "ConfigError", "config_from_dict", "config_to_dict", "dump_config", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -353,7 +347,7 @@ class Config:
 
 def _require(ok: bool, name: str, rule: str, value: Any) -> None:
     if not ok:
-        raise ConfigError(f"{name}: {rule}, got {_show(value)}")
+        raise ConfigError(f"{name}: {rule}, got {show(value)}")
 
 
 def _at_least(section: Any, **bounds: float) -> None:
@@ -377,156 +371,9 @@ def _non_empty(section: Any, *names: str) -> None:
 
 def _coerce(section: Any) -> None:
     """Check every field against its annotation, normalising where harmless (an int lr -> float)."""
-    hints = _hints(type(section))
+    annotations = hints(type(section))
     for f in fields(section):
-        object.__setattr__(section, f.name, _convert(hints[f.name], getattr(section, f.name), f.name))
-
-
-# --- the loader: mappings -> dataclasses, guided by the annotations ---------------------------------
-
-_NOUNS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings")}
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _optional_of(tp: Any) -> Any:
-    """``X`` for ``X | None``, else None."""
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        return next(a for a in typing.get_args(tp) if a is not type(None))
-    return None
-
-
-def _describe(tp: Any) -> str:
-    if _optional_of(tp) is not None:
-        return f"{_describe(_optional_of(tp))} or null"
-    if typing.get_origin(tp) is Literal:
-        shown = [repr(a) for a in typing.get_args(tp)]
-        return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
-    if typing.get_origin(tp) is tuple:
-        return f"a list of {_NOUNS.get(typing.get_args(tp)[0], ('', 'mappings'))[1]}"
-    return "true or false" if tp is bool else _NOUNS.get(tp, ("a mapping",))[0]
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    """``value`` as the annotation ``tp`` describes it, or a ConfigError naming ``where``."""
-    t = _optional_of(tp) or tp
-    origin, args = typing.get_origin(t), typing.get_args(t)
-    if value is None and t is not tp:
-        return None
-    if origin is Literal and isinstance(value, str) and value in args:
-        return value
-    if origin is tuple and isinstance(value, (list, tuple)):
-        return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    if is_dataclass(t) and (value is None or isinstance(value, (t, Mapping))):  # None: all keys commented out
-        return value if isinstance(value, t) else _build(t, value or {}, where)
-    if (t is bool and isinstance(value, bool)) or (t is str and isinstance(value, str)):
-        return value
-    if t is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if t is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        with contextlib.suppress(ValueError):
-            number = float(value)  # PyYAML reads 1e-5 (no dot) as a string; inf is allowed, nan is not
-            if not math.isnan(number):
-                return number
-    raise ConfigError(f"{where}: expected {_describe(tp)}, got {_show(value)}")
-
-
-def _build(cls: type, data: Mapping, where: str) -> Any:
-    """The dataclass ``cls`` from a mapping found at dotted path ``where``."""
-    names = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in names:
-            raise ConfigError(_unknown_key(cls, _join(where, str(key))))
-    for f in fields(cls):
-        if f.name not in data and f.default is MISSING and f.default_factory is MISSING:
-            raise ConfigError(f"{_join(where, f.name)}: required, not set")
-    kwargs = {key: _convert(_hints(cls)[key], value, _join(where, key)) for key, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError as err:  # the section's own checks, relative to it
-        raise ConfigError(_join(where, str(err))) from None
-
-
-def _unknown_key(cls: type, path: str) -> str:
-    section, _, leaf = path.rpartition(".")
-    names = sorted(f.name for f in fields(cls))
-    guesses = [_join(section, g) for g in difflib.get_close_matches(leaf, names, n=1)]
-    guesses += [p for p in _all_paths(Config) if p.rpartition(".")[2] == leaf]  # right key, wrong section
-    suggestion = f" did you mean '{guesses[0]}'?" if guesses else ""
-    return f"unknown config key '{path}';{suggestion} expected one of: {', '.join(names)}"
-
-
-@functools.cache
-def _all_paths(cls: type, prefix: str = "") -> tuple[str, ...]:
-    paths: list[str] = []
-    for name, tp in _hints(cls).items():
-        paths += [_join(prefix, name), *(_all_paths(tp, _join(prefix, name)) if is_dataclass(tp) else ())]
-    return tuple(paths)
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _show(value: Any) -> str:
-    """A value as the user would write it, on one short line."""
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    text = repr(list(value) if isinstance(value, tuple) else value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None)
-    problem = " ".join((getattr(err, "problem", None) or str(err)).split())
-    return f"invalid YAML at line {mark.line + 1}: {problem}" if mark else f"invalid YAML: {problem}"
-
-
-# --- overrides: key=value on top of a recipe ------------------------------------------------------
-
-
-def _apply_override(data: dict, item: str) -> None:
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=1e-5")
-    tp: Any = Config
-    *sections, leaf = key.split(".")
-    for i, part in enumerate([*sections, leaf]):
-        if not is_dataclass(tp):
-            owner = ".".join(sections[:i])
-            raise ConfigError(f"unknown config key '{key}': '{owner}' is a value, not a section")
-        if part not in _hints(tp):
-            raise ConfigError(_unknown_key(tp, ".".join(key.split(".")[: i + 1])))
-        tp = _hints(tp)[part]
-    for part in sections:
-        if not isinstance(data.get(part), dict):
-            data[part] = {}
-        data = data[part]
-    data[leaf] = _parse_value(tp, text, item)
-
-
-def _parse_value(tp: Any, text: str, item: str) -> Any:
-    """An override's text for a field of type ``tp``: strings stay verbatim, the rest is YAML.
-
-    Lists of scalars may also be written without brackets: ``eval.pass_k=1,8``.
-    """
-    if _optional_of(tp) is not None:
-        if text.strip() in ("null", "~"):
-            return None
-        tp = _optional_of(tp)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is str or (origin is Literal and all(isinstance(a, str) for a in args)):
-        return text
-    if origin is tuple and args[0] in _NOUNS and not text.lstrip().startswith("["):
-        return [_parse_value(args[0], t.strip(), item) for t in text.split(",")] if text.strip() else []
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {item!r}: {_yaml_problem(err)}") from None
+        object.__setattr__(section, f.name, convert(annotations[f.name], getattr(section, f.name), f.name))
 
 
 # --- public API -----------------------------------------------------------------------------------
@@ -536,8 +383,8 @@ def config_from_dict(data: Mapping, where: str = "") -> Config:
     """A validated Config from a plain mapping; ``where`` (a source such as a file) prefixes errors."""
     try:
         if not isinstance(data, Mapping):
-            raise ConfigError(f"expected a mapping of config sections, got {_show(data)}")
-        return _build(Config, data, "")
+            raise ConfigError(f"expected a mapping of config sections, got {show(data)}")
+        return build(Config, data, "", Config)
     except ConfigError as err:
         raise (ConfigError(f"{where}: {err}") if where else err) from None
 
@@ -562,12 +409,12 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{label}: {_yaml_problem(err)}") from None
+            raise ConfigError(f"{label}: {yaml_problem(err)}") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"{label}: expected a mapping of config sections, got {_show(data)}")
+            raise ConfigError(f"{label}: expected a mapping of config sections, got {show(data)}")
     merged = copy.deepcopy(data)
     for item in overrides:
-        _apply_override(merged, item)
+        apply_override(Config, merged, item)
     try:
         return config_from_dict(merged)
     except ConfigError as err:
