@@ -71,7 +71,6 @@ class _TokenLogprobs(torch.autograd.Function):
             if with_entropy:
                 ent[rows] = -_plogp(z - lse[rows, None])[1].sum(-1)
         ctx.save_for_backward(logits, targets, lse, ent)
-        ctx.mark_non_differentiable(targets)
         return chosen, ent
 
     @staticmethod
@@ -80,13 +79,13 @@ class _TokenLogprobs(torch.autograd.Function):
         grad = torch.empty_like(logits)
         for rows in _chunks(logits):
             logp = logits[rows].float() - lse[rows, None]
-            p, plogp = _plogp(logp)
-            d = torch.zeros_like(logp)
+            p = logp.exp()
             if grad_chosen is not None:  # d/dz_k [z_t - lse] = [k = t] - p_k
-                g = grad_chosen[rows, None].float()
-                d = d - p * g
-                d.scatter_add_(-1, targets[rows, None], g)
+                d = p * -grad_chosen[rows, None]
+                d.scatter_add_(-1, targets[rows, None], grad_chosen[rows, None])
+            else:
+                d = torch.zeros_like(p)
             if grad_ent is not None and ent.numel():  # d/dz_k [-sum p log p] = -p_k (log p_k + H) = -(p log p)_k - p_k H
-                d = d - grad_ent[rows, None] * (plogp + p * ent[rows, None])
+                d -= grad_ent[rows, None] * (_plogp(logp)[1] + p * ent[rows, None])
             grad[rows] = d
         return grad, None, None
