@@ -138,6 +138,8 @@ def micro_batches(batch: TrainBatch, size: int):
     Rows that share a prompt stay together (so the packed forward runs each prompt once) and groups
     go in order of their longest row (so a micro-batch of short rows pads only to its own length).
     """
+    if not len(batch):
+        return
     _, group = _prompt_groups(batch)
     longest = torch.zeros(int(group.max()) + 1, dtype=torch.long).scatter_reduce(0, group, batch.attention_mask.sum(1), "amax")
     order = torch.argsort(longest[group] * len(batch) + group, stable=True)

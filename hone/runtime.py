@@ -14,7 +14,6 @@ process keeps its peak heap until it exits, which a training process reaches aga
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's <malloc.h>
@@ -32,12 +31,8 @@ def configure_cpu(threads: int | None, keep_freed_memory: bool = True) -> None:
 
 def keep_heap() -> bool:
     """Ask glibc's malloc for no ``mmap`` allocations and no trimming; False where there is no glibc."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):  # musl, macOS: no mallopt; their allocators decide for themselves
-        return False
-    if mallopt is None:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols, libc's among them
+    except AttributeError:  # musl, macOS: no mallopt; their allocators decide for themselves
         return False
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

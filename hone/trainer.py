@@ -20,6 +20,7 @@ from hone.engine import Engine, SamplingParams
 from hone.engine.hf import HFEngine
 from hone.envs.single_turn import SingleTurnEnv
 from hone.evaluate import evaluate_as_configured, write_samples
+from hone.forward import logprobs_no_grad, values_no_grad
 from hone.metrics import MetricsLogger, plot_run
 from hone.models import load_model, load_tokenizer, local_folder, resolve
 from hone.progress import Progress
@@ -27,7 +28,6 @@ from hone.records import Problem, ScoredGroup
 from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
 from hone.runtime import configure_cpu
 from hone.tasks import make_task
-from hone.forward import logprobs_no_grad, values_no_grad
 from hone.update import policy_update
 
 

@@ -56,7 +56,7 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
         live, sums["rows_skipped"] = mini.select(moves.nonzero().flatten()), float((~moves).sum()) / num_seqs
     live_tokens = max(float(live.completion_mask.sum()), 1.0)  # the token share of metrics below is of the rows forwarded
     # the micro-batch losses are summed with the mini-batch's normalisers, so the order is free
-    for _, micro in micro_batches(live, train.micro_batch_size) if len(live) else ():
+    for _, micro in micro_batches(live, train.micro_batch_size):
         began = time.perf_counter()
         mask = micro.completion_mask
         logprobs, entropy, hidden = policy_forward(model, micro, bf16=train.bf16, entropy=algo.entropy_coef > 0, hidden=critic is not None and critic.needs_hidden)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from hone.algorithms.losses import entropy_from_logits
+
 CHUNK_FLOATS = 1 << 21
 """fp32 elements per chunk (8 MiB): small enough to stay off the page-faulting ``mmap`` path."""
 
@@ -39,12 +41,8 @@ def token_logprobs(logits: Tensor, targets: Tensor, *, entropy: bool = False) ->
 
 def token_logprobs_reference(logits: Tensor, targets: Tensor, *, entropy: bool = False) -> tuple[Tensor, Tensor | None]:
     """The obvious whole-tensor version of :func:`token_logprobs` (same numbers, more memory traffic)."""
-    logp = logits.float().log_softmax(-1)
-    chosen = logp.gather(-1, targets[:, None]).squeeze(-1)
-    if not entropy:
-        return chosen, None
-    finite = torch.where(torch.isneginf(logp), 0.0, logp)  # p = 0 there, so p * log p = 0
-    return chosen, -(finite.exp() * finite).sum(-1)
+    chosen = logits.float().log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+    return chosen, entropy_from_logits(logits.float()) if entropy else None
 
 
 def _chunks(logits: Tensor) -> list[slice]:
