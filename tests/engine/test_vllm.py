@@ -87,9 +87,20 @@ class _Scaled(torch.nn.Module):
         return out
 
 
-def test_min_new_tokens_reaches_vllm(engine):
-    """The parameter reaches vLLM (a random tiny model rarely ends early anyway; test_hf holds the semantics)."""
+def test_min_new_tokens_reaches_vllm(engine, monkeypatch):
+    """The parameter reaches vLLM as min_tokens (a random tiny model rarely ends early anyway, so the
+    request itself is checked; test_hf holds the semantics)."""
+    import vllm
+
+    requested, original = [], vllm.SamplingParams
+
+    def recording(*args, **kwargs):
+        requested.append(kwargs.get("min_tokens"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(vllm, "SamplingParams", recording)
     groups = engine.generate(PROMPTS, SamplingParams(max_new_tokens=8, min_new_tokens=8, temperature=1.0, n=3, seed=0))
+    assert requested == [8]
     assert all(len(g.completion_ids) == 8 for gs in groups for g in gs)
 
 
