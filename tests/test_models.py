@@ -53,3 +53,16 @@ def test_embedded_model_loads_plain_and_unquantised():
     model = load_model("smollm2-135m-instruct")
     assert getattr(model, "hf_quantizer", None) is None
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+
+
+def test_copies_of_one_gguf_share_a_cache_folder_and_changed_content_gets_its_own(tmp_path, monkeypatch):
+    from hone.models import _gguf_cache_folder
+
+    monkeypatch.setenv("HONE_CACHE", str(tmp_path / "cache"))
+    first, second, other = (tmp_path / name for name in ("a/m.gguf", "b/m.gguf", "c/m.gguf"))
+    for path, content in ((first, b"GGUF one"), (second, b"GGUF one"), (other, b"GGUF two")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    assert _gguf_cache_folder(str(first)) == _gguf_cache_folder(str(second))  # a venv per clone: one conversion
+    assert _gguf_cache_folder(str(first)) != _gguf_cache_folder(str(other))
+    assert _gguf_cache_folder(str(first)).parent == tmp_path / "cache" / "models"
