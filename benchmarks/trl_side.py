@@ -41,7 +41,8 @@ def _reward(completions, answer, **kwargs):
 def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list[str], *, group_size: int = 8,
                         max_new_tokens: int = 64, temperature: float = 1.0, beta: float = 0.0, steps: int = 3,
                         lr: float = 1e-6, bf16: bool = True, use_vllm: bool = False,
-                        micro_batch: int = 16, prompts_per_step: int | None = None, min_new_tokens: int = 0) -> dict:
+                        micro_batch: int = 16, prompts_per_step: int | None = None, min_new_tokens: int = 0,
+                        torch_compile: bool = False) -> dict:
     """Run TRL's GRPOTrainer for ``steps + 1`` optimizer steps; return the last ``steps`` step times.
 
     ``prompts`` is the pool the steps draw from; each step takes ``prompts_per_step`` of them
@@ -117,6 +118,8 @@ def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list
             log_completions=False,
             dataloader_num_workers=0,
             seed=0,
+            shuffle_dataset=False,  # the prompts in the order given: each step gets the same prompts as hone's
+            torch_compile=torch_compile,
             **extra,
         )
         trainer = GRPOTrainer(
@@ -133,7 +136,7 @@ def trl_grpo_step_times(model_dir: str, prompts: list[list[dict]], answers: list
         raise RuntimeError(f"expected {steps + 1} optimizer steps, timed {len(timer.seconds)}")
     setting = (
         f"trl GRPOTrainer, CPU (use_cpu, 2 threads), {'bf16 autocast' if bf16 else 'fp32'}, "
-        f"{'vLLM colocate' if use_vllm else 'HF generate'}, no grad checkpointing, "
+        f"{'vLLM colocate' if use_vllm else 'HF generate'}, no grad checkpointing, {'torch_compile, ' if torch_compile else ''}"
         f"{completions_per_step // group_size} prompts x {group_size} generations = {completions_per_step} completions per step, "
         f"micro-batch {micro_batch} x grad accum {accumulation} (steps_per_generation {accumulation}), num_iterations 1, "
         f"max_completion_length {max_new_tokens}, temperature {temperature}, beta {beta}, lr {lr}"
@@ -155,5 +158,5 @@ if __name__ == "__main__":
 
     prompts, answers = _demo_work()
     result = trl_grpo_step_times(local_folder("smollm2-135m-instruct"), prompts, answers, steps=1,
-                                 use_vllm="--vllm" in sys.argv, bf16="--fp32" not in sys.argv)
+                                 use_vllm="--vllm" in sys.argv, bf16="--fp32" not in sys.argv, torch_compile="--compile" in sys.argv)
     print(result)

@@ -181,6 +181,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None uses all cores
     skip_zero_advantage: bool = True  # leave rows with all-zero advantages out of forward/backward when no KL, entropy or value term could move them (same gradient)
     keep_freed_memory: bool = True  # glibc: reuse freed heap memory instead of fresh pages at every step (hone.runtime)
+    compile: bool = False  # torch.compile the decoder layers for the update and reference forwards (hone.runtime): ~9% faster forward+backward on CPU, after ~25 s compiling at the first step
     lora: LoraConfig = field(default_factory=LoraConfig)  # low-rank adapters
 
     def __post_init__(self) -> None:

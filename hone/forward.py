@@ -18,6 +18,7 @@ import torch
 from hone.algorithms.token_logprobs import token_logprobs
 from hone.engine.hf import positions
 from hone.records import TrainBatch
+from hone.runtime import compiled_layers
 
 
 def autocast(enabled: bool):
@@ -39,10 +40,11 @@ def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: boo
     are never materialised; the last completion token is never
     fed, as nothing is predicted from it. With ``pack`` (and a model that takes a custom sdpa mask),
     each prompt goes in once with its completions packed after it (see the module docstring).
+    Layers compiled by ``hone.runtime.compile_layers`` run compiled here.
     """
     width = batch.completion_length
     real = batch.attention_mask[:, -width:].bool()  # (B, C) completion tokens, not padding
-    with autocast(bf16):
+    with autocast(bf16), compiled_layers(model):
         packed = _packed_forward(model, batch) if pack else None
         if packed is not None:  # only real positions go through the head
             states, logits = packed, model.get_output_embeddings()(packed[real])

@@ -26,7 +26,7 @@ from hone.models import load_model, load_tokenizer, local_folder, resolve
 from hone.progress import Progress
 from hone.records import Problem, ScoredGroup
 from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
-from hone.runtime import configure_cpu
+from hone.runtime import compile_layers, configure_cpu
 from hone.tasks import make_task
 from hone.update import policy_update
 
@@ -163,6 +163,10 @@ def setup(cfg: Config) -> Run:
     elif cfg.algorithm.kl_coef > 0:  # a KL coefficient of 0 never loads or runs a reference model
         reference = load_model(cfg.model).eval().requires_grad_(False)
     policy.train()
+    if cfg.train.compile:
+        compile_layers(policy)
+        if isinstance(reference, torch.nn.Module):
+            compile_layers(reference)
     critic = None
     if cfg.algorithm.name == "ppo":
         critic = load_critic(cfg.critic.kind, cfg.named(cfg.critic.init or cfg.model), policy.config.hidden_size).train()

@@ -32,3 +32,48 @@ def test_freed_memory_is_reused_without_page_faults():
     assert all(count > 60_000 for count in plain)  # every cycle: 65536 fresh 4 KiB pages
     # glibc takes a few cycles to stop splitting the big free chunk (up to 7 seen), then none fault
     assert sum(count > 6_000 for count in kept) <= 8 and max(kept[-4:]) < 6_000, kept
+
+
+def test_compiled_layers_give_the_eager_numbers_and_only_inside_the_training_forward(tiny):
+    """Log-probs and every parameter's gradient from the compiled decoder layers equal the eager ones
+    (fp32; fused kernels may reorder sums); outside the forward the layers are the class's own."""
+    import copy
+
+    import torch
+
+    from hone.forward import policy_forward
+    from hone.runtime import compile_layers
+    from tests.test_forward import grouped_batch
+
+    weights = torch.randn(grouped_batch().completion_mask.shape, generator=torch.Generator().manual_seed(2))
+    eager, compiled = copy.deepcopy(tiny).train(), copy.deepcopy(tiny).train()
+    assert compile_layers(compiled) == tiny.config.num_hidden_layers
+    ran = []  # which forward each layer call went through
+    for block in compiled.model.layers:
+        block.register_forward_pre_hook(lambda module, args: ran.append(vars(module).get("forward") is module.hone_compiled_forward))
+    for seed in (0, 1):  # two batches of different lengths
+        batch = grouped_batch(seed=seed)
+        results = []
+        for model in (eager, compiled):
+            model.zero_grad()
+            out = policy_forward(model, batch)
+            (out.logprobs * weights).sum().backward()
+            results.append((out.logprobs.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        (lp_eager, g_eager), (lp_compiled, g_compiled) = results
+        torch.testing.assert_close(lp_compiled, lp_eager, atol=1e-5, rtol=1e-5)
+        assert (lp_eager * batch.completion_mask).abs().sum() > 0
+        for name, grad in g_eager.items():
+            assert float((g_compiled[name] - grad).norm() / grad.norm()) < 1e-5, name
+    assert ran and all(ran)
+    assert all("forward" not in vars(block) for block in compiled.model.layers)  # generation runs the eager layers
+    assert set(compiled.state_dict()) == set(eager.state_dict())  # checkpoints and weight pushes see the same names
+
+
+def test_compile_layers_names_a_model_without_repeated_blocks():
+    import pytest
+    import torch
+
+    from hone.runtime import compile_layers
+
+    with pytest.raises(ValueError, match=r"^train.compile: Linear declares no repeated blocks"):
+        compile_layers(torch.nn.Linear(2, 2))

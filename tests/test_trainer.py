@@ -56,6 +56,26 @@ def test_lora_with_kl_uses_the_base_model_as_reference_and_saves_an_adapter(tiny
     assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_folder).parameters())
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_compiled_layers_train_the_policy_and_the_reference_with_kl(tiny_folder, tmp_path, lora):
+    """``train.compile``: the policy's layers (LoRA-wrapped too) and a frozen reference's are compiled; steps with a KL
+    term run; evaluation generates with the eager layers."""
+    from hone.progress import Progress
+    from hone.trainer import run_eval, setup, train_step
+
+    cfg = tiny_config(tiny_folder, tmp_path, "train.compile=true", "algorithm.kl_coef=0.1", f"train.lora.enabled={str(lora).lower()}",
+                      "rewards.functions=[{name: 'tests.reward_fixtures:shorter_is_better'}]")
+    run = setup(cfg)
+    try:
+        assert len(run.policy.hone_compiled_blocks) == 2
+        assert run.reference == "adapter-off" if lora else len(run.reference.hone_compiled_blocks) == 2
+        rows = [train_step(run) for _ in range(2)]
+        assert all(r["update/grad_norm"] > 0 and r["kl/sequence"] == r["kl/sequence"] for r in rows)
+        assert 0.0 <= run_eval(run, 2, Progress(2, enabled=False))["eval/accuracy"] <= 1.0
+    finally:
+        run.pool.close()
+
+
 def test_a_raising_reward_is_masked_and_counted(tiny_folder, tmp_path):
     cfg = tiny_config(tiny_folder, tmp_path, "train.steps=1", "eval.at_start=false", "eval.samples=0", "eval.pass_k=[1]",
                       "rewards.functions=[{name: 'tests.reward_fixtures:sometimes_raises'}]")
