@@ -25,7 +25,7 @@ PROMPTS, GROUP, MAX_NEW, KL = 8, 8, 64, 0.04
 RECIPE = "recipes/quickstart.yaml"  # the task (2-digit addition) and model; both sides take its prompts
 
 
-def hone_steps(kl_coef: float, steps: int, skip: bool = False, min_new: int = 0) -> tuple[list[dict], object]:
+def hone_steps(kl_coef: float, steps: int, skip: bool = False, min_new: int = 0, extra: tuple[str, ...] = ()) -> tuple[list[dict], object]:
     """Per-step metric rows of ``steps`` hone GRPO steps (after one warm-up step), and the run.
 
     ``skip``: leave rows whose advantages are all 0 out of the update (``train.skip_zero_advantage``,
@@ -39,7 +39,7 @@ def hone_steps(kl_coef: float, steps: int, skip: bool = False, min_new: int = 0)
         f"output.dir={tempfile.mkdtemp(prefix='hone-bench-')}", "output.progress=false", "output.plot=false",
         "rollout.compile=true",  # vLLM compiled: start-up (about 40 s the first time, 12 s cached) is outside s/step, as TRL's is
         "train.compile=true",  # compiled decoder layers in the update, as TRL runs with torch_compile; compiling is in the warm-up step
-        f"train.skip_zero_advantage={str(skip).lower()}", f"rollout.min_new_tokens={min_new}",
+        f"train.skip_zero_advantage={str(skip).lower()}", f"rollout.min_new_tokens={min_new}", *extra,
     ]
     run = setup(load_config(RECIPE, overrides))
     rows = [train_step(run) for _ in range(steps + 1)][1:]
@@ -48,14 +48,20 @@ def hone_steps(kl_coef: float, steps: int, skip: bool = False, min_new: int = 0)
     return rows, run
 
 
-def peak_matmul(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Measured matmul rate in FLOP/s (median), at the current thread count."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def peak_matmul(dtype: torch.dtype, size: int = 2048, repeats: int = 5, device: torch.device = torch.device("cpu")) -> float:
+    """Measured matmul rate in FLOP/s (median) on ``device``, at the current thread count on the CPU."""
+    if device.type == "cuda":
+        size, repeats = 8192, 20  # a GPU needs a large matmul to reach its rate
+    a, b = torch.randn(size, size, dtype=dtype, device=device), torch.randn(size, size, dtype=dtype, device=device)
     a @ b
     times = []
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         began = time.perf_counter()
         a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - began)
     return 2 * size**3 / statistics.median(times)
 
@@ -134,14 +140,17 @@ def main() -> None:
     parser.add_argument("--skip-trl", action="store_true", help="hone only (a TRL step takes about two minutes here)")
     parser.add_argument("--min-new-tokens", type=int, default=0, metavar="N",
                         help="both sides: no end-of-sequence before N tokens (N = 64 makes every completion 64 tokens: equal work, not equal luck)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for hone's runs, e.g. --set train.device=cuda --set model=FOLDER (repeatable)")
     args = parser.parse_args()
+    extra = tuple(args.set)
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"work: {PROMPTS} prompts x {GROUP} samples, <= {MAX_NEW} new tokens (>= {args.min_new_tokens}), temperature 1.0, one update per batch; "
           f"{torch.get_num_threads()} threads; median of {args.steps} steps after a warm-up", flush=True)
     # TRL first, each in a child process, while this process holds no model: memory stays in bounds
     trl = {} if args.skip_trl else {kl: trl_steps(kl, args.steps, args.min_new_tokens) for kl in (0.0, KL)}
     for kl in (0.0, KL):
-        rows, run = hone_steps(kl, args.steps, min_new=args.min_new_tokens)
+        rows, run = hone_steps(kl, args.steps, min_new=args.min_new_tokens, extra=extra)
         hone_s = median(rows, "time/step")
         print(f"\n[kl_coef={kl}] hone engine={type(run.engine).__name__}: {hone_s:.2f} s/step "
               f"(mean completion {median(rows, 'completion/length'):.1f} tokens)")
@@ -150,9 +159,10 @@ def main() -> None:
               + f"  other {hone_s - sum(median(rows, f'time/{p}') for p in phases):.2f}")
         prompt_tokens = len(run.env.prompt_ids(next(run.problems)))
         flops = step_flops(run.policy, prompt_tokens, round(median(rows, "completion/length")), PROMPTS, GROUP, kl > 0)
-        peak = peak_matmul(torch.bfloat16)
-        print(f"  FLOP limit: {flops / 1e12:.2f} TFLOP per step / {peak / 1e9:.0f} GFLOP/s bf16 peak = {flops / peak:.2f} s; "
-              f"hone is {hone_s / (flops / peak):.1f}x the limit (fp32 peak {peak_matmul(torch.float32) / 1e9:.0f} GFLOP/s)")
+        device = next(run.policy.parameters()).device
+        peak = peak_matmul(torch.bfloat16, device=device)
+        print(f"  FLOP limit: {flops / 1e12:.2f} TFLOP per step / {peak / 1e9:.0f} GFLOP/s bf16 peak ({device.type}) = {flops / peak:.2f} s; "
+              f"hone is {hone_s / (flops / peak):.1f}x the limit (fp32 peak {peak_matmul(torch.float32, device=device) / 1e9:.0f} GFLOP/s)")
         if kl == 0.0:
             rates = engine_throughput(run)
             line = f"  generation throughput: hone engine {rates['hone']:.0f} tokens/s"
@@ -174,7 +184,7 @@ def main() -> None:
                   f"TRL {1000 * trl_s / (trl_len * PROMPTS * GROUP):.2f} s, length-normalised ratio {trl_s / trl_len / (hone_s / hone_len):.2f}x", flush=True)
     # hone's default leaves rows with all-zero advantages (groups whose rewards were all equal) out of the
     # update when nothing else in the loss could move them: the same gradient, less work than TRL does
-    rows, run = hone_steps(0.0, args.steps, skip=True, min_new=args.min_new_tokens)
+    rows, run = hone_steps(0.0, args.steps, skip=True, min_new=args.min_new_tokens, extra=extra)
     skip_s = median(rows, "time/step")
     line = (f"\n[kl_coef=0.0, train.skip_zero_advantage=true] hone: {skip_s:.2f} s/step, "
             f"{100 * median(rows, 'update/rows_skipped'):.0f}% of rows skipped (median), forward {median(rows, 'time/forward'):.2f} s, "

@@ -17,6 +17,7 @@ hone.config_loader.ConfigError: rollout.group_size: must be >= 2 for group basel
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -181,6 +182,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None uses all cores
     skip_zero_advantage: bool = True  # leave rows with all-zero advantages out of forward/backward when no KL, entropy or value term could move them (same gradient)
     keep_freed_memory: bool = True  # glibc: reuse freed heap memory instead of fresh pages at every step (hone.runtime)
+    device: str = "auto"  # where the policy, reference and critic train: auto (cuda where available, else cpu), cpu, cuda, cuda:N
     compile: bool = False  # torch.compile the decoder layers for the update and reference forwards (hone.runtime): ~9% faster forward+backward on CPU, after ~25 s compiling at the first step
     lora: LoraConfig = field(default_factory=LoraConfig)  # low-rank adapters
 
@@ -190,6 +192,7 @@ class TrainConfig:
         _above(self, lr=0, max_grad_norm=0)
         ok = len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)
         _require(ok, "betas", "must be two numbers [beta1, beta2], each in [0, 1)", self.betas)
+        _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device", "must be auto, cpu, cuda or cuda:N", self.device)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from hone.engine.hf import positions
 from hone.records import TrainBatch
+from hone.runtime import autocast, device_of
 
 
 class Critic(Protocol):
@@ -48,7 +49,7 @@ class SeparateCritic(nn.Module):
 
     def values(self, batch: TrainBatch, hidden: Tensor | None = None, *, bf16: bool = False) -> Tensor:
         width = batch.completion_length
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device_of(self.model), bf16):
             out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions(batch.attention_mask))
         return out.logits[:, -width - 1 : -1, 0].float() * batch.completion_mask
 

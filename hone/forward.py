@@ -10,7 +10,6 @@ them to float tolerance), at ``U * P + sum(C_i)`` tokens instead of ``B * (P + m
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
@@ -18,11 +17,7 @@ import torch
 from hone.algorithms.token_logprobs import token_logprobs
 from hone.engine.hf import positions
 from hone.records import TrainBatch
-from hone.runtime import compiled_layers
-
-
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else nullcontext()
+from hone.runtime import autocast, compiled_layers, device_of
 
 
 class Forward(NamedTuple):
@@ -42,9 +37,11 @@ def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: boo
     each prompt goes in once with its completions packed after it (see the module docstring).
     Layers compiled by ``hone.runtime.compile_layers`` run compiled here.
     """
+    device = device_of(model)
+    batch = batch.to(device)
     width = batch.completion_length
     real = batch.attention_mask[:, -width:].bool()  # (B, C) completion tokens, not padding
-    with autocast(bf16), compiled_layers(model):
+    with autocast(device, bf16), compiled_layers(model):
         packed = _packed_forward(model, batch) if pack else None
         if packed is not None:  # only real positions go through the head
             states, logits = packed, model.get_output_embeddings()(packed[real])
@@ -59,7 +56,7 @@ def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: boo
 
 def _scatter(real: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """``(B, C)`` holding ``values`` at the ``real`` positions and 0 elsewhere (differentiable in ``values``)."""
-    return torch.zeros(real.shape, dtype=values.dtype).masked_scatter(real, values)
+    return torch.zeros(real.shape, dtype=values.dtype, device=values.device).masked_scatter(real, values)
 
 
 def _plain_forward(model, batch: TrainBatch, hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -92,6 +89,7 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
     if (getattr(config, "_attn_implementation", None) != "sdpa" or getattr(config, "final_logit_softcapping", None)
             or (window and split + width > window) or model.get_output_embeddings() is None):
         return None  # the mask below is sdpa's boolean kind and has no sliding window; the head must be a plain linear map
+    device, batch = batch.input_ids.device, batch.to("cpu")  # the layout is small bookkeeping, done on the CPU
     prompts, inverse = _prompt_groups(batch)
     lengths = batch.attention_mask[:, split:].sum(1).tolist()  # completion tokens per row (right-padded)
     rows, where = [], torch.zeros(len(batch), width, 2, dtype=torch.long)  # where[r, t] = (packed row, position) predicting token t
@@ -118,7 +116,9 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
     causal = torch.ones(total, total, dtype=torch.bool).tril()
     same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)  # own completion, or the prompt
     mask = (causal & same & (seg[:, None, :] >= 0)) | torch.eye(total, dtype=torch.bool)  # padding sees itself: no empty softmax row
-    out = model(input_ids=ids, attention_mask=mask[:, None], position_ids=pos, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+    out = model(input_ids=ids.to(device), attention_mask=mask[:, None].to(device), position_ids=pos.to(device), use_cache=False,
+                output_hidden_states=True, logits_to_keep=1)
+    where = where.to(device)
     return out.hidden_states[-1][where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
 
 
@@ -155,7 +155,7 @@ def logprobs_no_grad(model, batch: TrainBatch, micro_batch_size: int, bf16: bool
     """``completion_logprobs`` over a whole batch in micro-batches, without a graph."""
     out = torch.zeros(batch.completion_mask.shape)
     for rows, micro in micro_batches(batch, micro_batch_size):
-        out[rows, : micro.completion_length] = completion_logprobs(model, micro, bf16=bf16)[0]
+        out[rows, : micro.completion_length] = completion_logprobs(model, micro, bf16=bf16)[0].cpu()
     return out
 
 
@@ -165,5 +165,5 @@ def values_no_grad(critic, policy, batch: TrainBatch, micro_batch_size: int, bf1
     out = torch.zeros(batch.completion_mask.shape)
     for rows, micro in micro_batches(batch, micro_batch_size):
         hidden = policy_forward(policy, micro, bf16=bf16, hidden=True).hidden if critic.needs_hidden else None
-        out[rows, : micro.completion_length] = critic.values(micro, hidden, bf16=bf16)
+        out[rows, : micro.completion_length] = critic.values(micro.to(device_of(critic)), hidden, bf16=bf16).cpu()
     return out

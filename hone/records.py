@@ -94,5 +94,9 @@ class TrainBatch:
         """Rows ``index`` of every tensor field (a micro-batch)."""
         return self._map(lambda name, t: t[index])
 
+    def to(self, device: torch.device | str) -> "TrainBatch":
+        """Every tensor field on ``device`` (the same batch where it is there already)."""
+        return self._map(lambda name, t: t.to(device))
+
     def _map(self, fn) -> "TrainBatch":
         return TrainBatch(**{f.name: None if getattr(self, f.name) is None else fn(f.name, getattr(self, f.name)) for f in fields(self)})

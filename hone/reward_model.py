@@ -29,6 +29,7 @@ from hone.checkpoint import save_checkpoint
 from hone.engine.hf import left_pad, positions
 from hone.records import PreferencePair, Rollout
 from hone.rewards import RewardResult
+from hone.runtime import autocast, device_of
 
 
 def load_reward_model(spec: str, *, base: bool = False):
@@ -57,8 +58,9 @@ def encode(tokenizer, prompt: Sequence[dict], answer: str, max_length: int) -> l
 
 def scores(model, sequences: list[list[int]], pad_id: int, *, bf16: bool = False) -> torch.Tensor:
     """``(N,)`` float32 score of each token sequence (left-padded into one batch)."""
-    ids, mask = left_pad(sequences, pad_id)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    device = device_of(model)
+    ids, mask = (t.to(device) for t in left_pad(sequences, pad_id))
+    with autocast(device, bf16):
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
     return out.logits[:, 0].float()
 
@@ -115,7 +117,7 @@ def split_pairs(pairs: list[PreferencePair], eval_fraction: float, seed: int) ->
 
 
 def train_reward_model(pairs: list[PreferencePair], cfg, out_dir: Path, *, seed: int = 0, threads: int | None = None,
-                       bf16: bool = True, log=print) -> RewardModelReport:
+                       bf16: bool = True, device: str = "cpu", log=print) -> RewardModelReport:
     """Fit a Bradley-Terry reward model on ``pairs`` as ``cfg`` (a RewardModelConfig) says, save it to ``out_dir``.
 
     ``cfg.base`` must already be resolved to a model spec (the trainer passes the run's model when it is null).
@@ -126,6 +128,7 @@ def train_reward_model(pairs: list[PreferencePair], cfg, out_dir: Path, *, seed:
     if not train:
         raise ValueError(f"reward_model: {len(pairs)} preference pairs leave none to train on; need at least 2")
     model, tokenizer = load_reward_model(cfg.base, base=True)
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, fused=True)
     encode_pair = lambda p: (encode(tokenizer, p.prompt, p.chosen, cfg.max_length), encode(tokenizer, p.prompt, p.rejected, cfg.max_length))  # noqa: E731
     train_ids, held_ids = [encode_pair(p) for p in train], [encode_pair(p) for p in held]
@@ -138,7 +141,7 @@ def train_reward_model(pairs: list[PreferencePair], cfg, out_dir: Path, *, seed:
         for start in range(0, len(order), cfg.batch_size):
             rows = order[start : start + cfg.batch_size]
             chosen, rejected = _pair_scores(model, [train_ids[i] for i in rows], tokenizer.pad_token_id, bf16)
-            margin = torch.tensor([train[i].margin for i in rows]) if cfg.margin else None
+            margin = torch.tensor([train[i].margin for i in rows], device=chosen.device) if cfg.margin else None
             loss = bradley_terry_loss(chosen, rejected, margin=margin, center_coef=cfg.center_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -78,7 +78,7 @@ def train_rm(cfg: Config, log=print) -> dict:
 
     from hone.preferences import load_preferences
     from hone.reward_model import train_reward_model
-    from hone.runtime import configure_cpu
+    from hone.runtime import configure_cpu, resolve_device
 
     configure_cpu(cfg.train.threads or torch.get_num_threads(), cfg.train.keep_freed_memory)
     rm = cfg.reward_model
@@ -87,7 +87,8 @@ def train_rm(cfg: Config, log=print) -> dict:
         raise ConfigError(f"reward_model.data: null and no labelled pairs at {source}; run `hone rm label` first or set reward_model.data")
     pairs = load_preferences(source, rm.split)
     spec = replace(rm, base=rm.base or cfg.model)
-    report = train_reward_model(pairs, spec, Path(cfg.named(rm.output)), seed=cfg.train.seed, bf16=cfg.train.bf16, log=log)
+    report = train_reward_model(pairs, spec, Path(cfg.named(rm.output)), seed=cfg.train.seed, bf16=cfg.train.bf16,
+                                device=resolve_device(cfg.train.device), log=log)
     log(f"reward model -> {report.folder}: held-out pairwise accuracy {report.eval_accuracy:.3f} on {report.eval_pairs} pairs "
         f"(trained on {report.train_pairs}, {report.seconds:.0f}s)")
     return {**vars(report), "folder": str(report.folder)}

@@ -1,4 +1,4 @@
-"""How a training process runs: torch threads, how freed memory is kept, and compiled decoder layers.
+"""How a training process runs: its device, torch threads, how freed memory is kept, compiled decoder layers.
 
 PyTorch on CPU allocates every tensor with ``malloc``, and glibc serves allocations above 32 MiB at
 the most (its adaptive threshold) with a fresh ``mmap`` and gives them back with ``munmap`` on free.
@@ -72,3 +72,33 @@ def compiled_layers(model):
     finally:
         for block in blocks:
             del block.forward
+
+
+def resolve_device(name: str):
+    """The ``torch.device`` that ``train.device`` names; ``auto`` is the first GPU where CUDA is available."""
+    import torch
+
+    from hone.config import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError(f"train.device: {name!r} is not available (this torch {torch.__version__} sees {count} CUDA devices); use cpu or auto")
+    return device
+
+
+def device_of(model):
+    """The device of ``model``'s first parameter (CPU for a model without any)."""
+    import torch
+
+    return next(model.parameters(), torch.empty(0)).device
+
+
+def autocast(device, enabled: bool):
+    """bf16 autocast on ``device``'s kind (CPU or GPU), or nothing."""
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

@@ -26,7 +26,7 @@ from hone.models import load_model, load_tokenizer, local_folder, resolve
 from hone.progress import Progress
 from hone.records import Problem, ScoredGroup
 from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
-from hone.runtime import compile_layers, configure_cpu
+from hone.runtime import compile_layers, configure_cpu, resolve_device
 from hone.tasks import make_task
 from hone.update import policy_update
 
@@ -148,6 +148,7 @@ def setup(cfg: Config) -> Run:
     components = [RewardComponent(spec.name, load_reward_fn(spec.name), spec.weight) for spec in cfg.rewards.functions]
     judge = [RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))]
     resolve(cfg.model)
+    device = resolve_device(cfg.train.device)
     run_dir = fresh_run_dir(cfg.run_dir)
     dump_config(cfg, run_dir / "config.yaml")
     tokenizer, policy = load_tokenizer(cfg.model), load_model(cfg.model)
@@ -155,21 +156,24 @@ def setup(cfg: Config) -> Run:
     if cfg.rewards.model is not None:
         from hone.reward_model import load_reward_model
 
-        reward_model = load_reward_model(cfg.named(cfg.rewards.model))
+        reward_model = load_reward_model(cfg.named(cfg.rewards.model))  # (model, tokenizer)
+        reward_model[0].to(device)
     reference = None
     if cfg.train.lora.enabled:
         policy = with_lora(policy, cfg.train.lora)
         reference = "adapter-off" if cfg.algorithm.kl_coef > 0 else None
     elif cfg.algorithm.kl_coef > 0:  # a KL coefficient of 0 never loads or runs a reference model
         reference = load_model(cfg.model).eval().requires_grad_(False)
-    policy.train()
+    policy.to(device).train()
+    if isinstance(reference, torch.nn.Module):
+        reference.to(device)
     if cfg.train.compile:
         compile_layers(policy)
         if isinstance(reference, torch.nn.Module):
             compile_layers(reference)
     critic = None
     if cfg.algorithm.name == "ppo":
-        critic = load_critic(cfg.critic.kind, cfg.named(cfg.critic.init or cfg.model), policy.config.hidden_size).train()
+        critic = load_critic(cfg.critic.kind, cfg.named(cfg.critic.init or cfg.model), policy.config.hidden_size).to(device).train()
     pool = WorkerPool(cfg.rewards.workers, cfg.rewards.timeout_s) if cfg.rewards.workers > 0 else None
     groups = [{"params": [p for p in policy.parameters() if p.requires_grad]}]
     if critic is not None:  # the critic is the optimizer's second parameter group

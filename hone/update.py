@@ -9,6 +9,7 @@ import torch
 from hone.algorithms import KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES, clipped_value_loss, masked_mean, truncated_is_weights
 from hone.forward import logprobs_no_grad, micro_batches, policy_forward
 from hone.records import TrainBatch
+from hone.runtime import device_of
 
 
 ADVANTAGE_TIMES = frozenset({"ppo_clip", "gspo"})
@@ -56,8 +57,10 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
         live, sums["rows_skipped"] = mini.select(moves.nonzero().flatten()), float((~moves).sum()) / num_seqs
     live_tokens = max(float(live.completion_mask.sum()), 1.0)  # the token share of metrics below is of the rows forwarded
     # the micro-batch losses are summed with the mini-batch's normalisers, so the order is free
+    device = device_of(model)
     for _, micro in micro_batches(live, train.micro_batch_size):
         began = time.perf_counter()
+        micro = micro.to(device)
         mask = micro.completion_mask
         logprobs, entropy, hidden = policy_forward(model, micro, bf16=train.bf16, entropy=algo.entropy_coef > 0, hidden=critic is not None and critic.needs_hidden)
         old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()

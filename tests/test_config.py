@@ -168,7 +168,7 @@ def test_later_overrides_win():
 def test_unknown_key_suggests_the_closest():
     assert _override_error("train.lrr=1e-5") == (
         "unknown config key 'train.lrr'; did you mean 'train.lr'? expected one of: "
-        "betas, bf16, compile, keep_freed_memory, lora, lr, max_grad_norm, micro_batch_size, seed, skip_zero_advantage, steps, threads, warmup_steps, weight_decay"
+        "betas, bf16, compile, device, keep_freed_memory, lora, lr, max_grad_norm, micro_batch_size, seed, skip_zero_advantage, steps, threads, warmup_steps, weight_decay"
     )
 
 
@@ -229,6 +229,7 @@ def test_bad_literal_lists_the_accepted_values():
 
 @pytest.mark.parametrize("override, message", [
     ("rollout.group_size=1", "rollout.group_size: must be >= 2 for group baselines, got 1"),
+    ("train.device=gpu", "train.device: must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     ("rollout.temperature=0", "rollout.temperature: must be > 0, got 0.0"),
     ("rollout.top_p=1.5", "rollout.top_p: must be in (0, 1], got 1.5"),
     ("task.digits=7", "task.digits: must be between 1 and 6, got 7"),

@@ -77,3 +77,18 @@ def test_compile_layers_names_a_model_without_repeated_blocks():
 
     with pytest.raises(ValueError, match=r"^train.compile: Linear declares no repeated blocks"):
         compile_layers(torch.nn.Linear(2, 2))
+
+
+def test_train_device_resolves_or_names_what_is_missing():
+    import pytest
+    import torch
+
+    from hone.config import ConfigError
+    from hone.runtime import resolve_device
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError) as info:
+        resolve_device("cuda:99")
+    assert str(info.value) == f"train.device: 'cuda:99' is not available (this torch {torch.__version__} sees {count} CUDA devices); use cpu or auto"
+    assert resolve_device("auto").type == ("cuda" if count else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")

@@ -60,8 +60,8 @@ class _TokenLogprobs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor, with_entropy: bool):
         n = logits.shape[0]
-        lse, chosen = torch.empty(n), torch.empty(n)
-        ent = torch.empty(n) if with_entropy else torch.empty(0)
+        lse, chosen = torch.empty(n, device=logits.device), torch.empty(n, device=logits.device)
+        ent = torch.empty(n if with_entropy else 0, device=logits.device)
         for rows in _chunks(logits):
             z = logits[rows].float()
             lse[rows] = z.logsumexp(-1)

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 import torch
 
 from hone.engine import Generation, SamplingParams
+from hone.runtime import autocast, device_of
 
 
 def left_pad(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +75,7 @@ class HFEngine:
 
     def generate(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[list[Generation]]:
         flat = [list(p) for p in prompts for _ in range(params.n)]
-        generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        generator = torch.Generator(device_of(self.model)).manual_seed(params.seed) if params.seed is not None else None
         out: list[Generation] = []
         for start in range(0, len(flat), self.batch_size):
             out.extend(self._generate_batch(flat[start:start + self.batch_size], params, generator))
@@ -84,14 +85,15 @@ class HFEngine:
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, generator) -> list[Generation]:
         was_training = self.model.training
         self.model.eval()
-        ids, mask = left_pad(prompts, self.pad_id)
+        device = device_of(self.model)
+        ids, mask = (t.to(device) for t in left_pad(prompts, self.pad_id))
         n = ids.shape[0]
-        eos = torch.tensor(self.eos_ids)
-        tokens = torch.empty((n, 0), dtype=torch.long)
-        logps = torch.empty((n, 0))
-        done = torch.zeros(n, dtype=torch.bool)
+        eos = torch.tensor(self.eos_ids, device=device)
+        tokens = torch.empty((n, 0), dtype=torch.long, device=device)
+        logps = torch.empty((n, 0), device=device)
+        done = torch.zeros(n, dtype=torch.bool, device=device)
         cache, step_ids = None, ids
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16 and ids.device.type == "cpu"):
+        with autocast(device, self.bf16):
             for step in range(params.max_new_tokens):
                 out = self.model(
                     input_ids=step_ids,
@@ -123,6 +125,7 @@ class HFEngine:
                 if bool(done.all()):
                     break
         self.model.train(was_training)
+        tokens, logps, done = tokens.cpu(), logps.cpu(), done.cpu()
         return [self._record(prompts[i], tokens[i], logps[i], bool(done[i])) for i in range(n)]
 
     def _record(self, prompt: list[int], tokens: torch.Tensor, logps: torch.Tensor, stopped: bool) -> Generation:
