@@ -85,8 +85,9 @@ def resolve(spec: str) -> ModelSource:
 def _gguf_cache_folder(gguf_path: str) -> Path:
     """The cache folder of ``gguf_path``'s conversion, named by the file's content, so every copy of one
     file (each virtual environment installs its own) shares a single conversion of about 540 MB."""
-    stat = Path(gguf_path).resolve().stat()
-    return cache_dir() / "models" / f"{Path(gguf_path).stem}-{_content_key(str(Path(gguf_path).resolve()), stat.st_size, stat.st_mtime_ns)}"
+    path = Path(gguf_path).resolve()
+    stat = path.stat()
+    return cache_dir() / "models" / f"{Path(gguf_path).stem}-{_content_key(str(path), stat.st_size, stat.st_mtime_ns)}"
 
 
 @functools.cache

@@ -12,7 +12,9 @@ process keeps its peak heap until it exits, which a training process reaches aga
 
 ``compile_layers`` compiles a model's repeated blocks (its decoder layers) with ``torch.compile``,
 which fuses their elementwise work (norms, rotary embeddings, activations, casts) into generated
-kernels; the layers share one compiled graph, with the sequence length symbolic, so it compiles once.
+kernels. The layers share compiled code, with the sequence length symbolic, so compiling happens
+over the first steps only, once per variant (with and without gradients, one packed row or several):
+about 25 s on 2 cores. On the benchmark batch the forward and backward went from 6.1 to 5.7 s.
 Compiled layers run only inside ``compiled_layers(model)``, which the training forward enters:
 generation with a KV cache, whose shapes change at every token, stays eager.
 """
