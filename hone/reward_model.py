@@ -116,8 +116,8 @@ def split_pairs(pairs: list[PreferencePair], eval_fraction: float, seed: int) ->
     return order[held:], order[:held]
 
 
-def train_reward_model(pairs: list[PreferencePair], cfg, out_dir: Path, *, seed: int = 0, threads: int | None = None,
-                       bf16: bool = True, device: torch.device | str = "cpu", log=print) -> RewardModelReport:
+def train_reward_model(pairs: list[PreferencePair], cfg, out_dir: Path, *, seed: int = 0, bf16: bool = True,
+                       device: torch.device | str = "cpu", log=print) -> RewardModelReport:
     """Fit a Bradley-Terry reward model on ``pairs`` as ``cfg`` (a RewardModelConfig) says, save it to ``out_dir``.
 
     ``cfg.base`` must already be resolved to a model spec (the trainer passes the run's model when it is null).

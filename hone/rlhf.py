@@ -74,13 +74,11 @@ def label(cfg: Config, log=print) -> dict:
 
 def train_rm(cfg: Config, log=print) -> dict:
     """Fit the reward model on ``reward_model.data`` (or the labelled pairs) and save it."""
-    import torch
-
     from hone.preferences import load_preferences
     from hone.reward_model import train_reward_model
     from hone.runtime import configure_cpu, resolve_device
 
-    configure_cpu(cfg.train.threads or torch.get_num_threads(), cfg.train.keep_freed_memory)
+    configure_cpu(cfg.train.threads, cfg.train.keep_freed_memory)  # as the trainer: unset means one thread per core
     rm = cfg.reward_model
     source = rm.data or str(preferences_path(cfg))
     if rm.data is None and not Path(source).is_file():
