@@ -42,7 +42,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
-# hone's GRPO step against TRL's GRPOTrainer on the same work (about 25 minutes on 2 cores)
+# hone's GRPO step against TRL's GRPOTrainer on the same work (about 11 minutes on 2 cores, after the install)
 bench: setup
 	$(PY) -m pip install --quiet trl==1.16.0 "$(TORCH)"
 	$(PY) -m benchmarks.grpo_step
