@@ -50,18 +50,17 @@ def hone_steps(kl_coef: float, steps: int, skip: bool = False, min_new: int = 0,
 
 def peak_matmul(dtype: torch.dtype, size: int = 2048, repeats: int = 5, device: torch.device = torch.device("cpu")) -> float:
     """Measured matmul rate in FLOP/s (median) on ``device``, at the current thread count on the CPU."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         size, repeats = 8192, 20  # a GPU needs a large matmul to reach its rate
     a, b = torch.randn(size, size, dtype=dtype, device=device), torch.randn(size, size, dtype=dtype, device=device)
     a @ b
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         began = time.perf_counter()
         a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - began)
     return 2 * size**3 / statistics.median(times)
 
@@ -144,6 +143,8 @@ def main() -> None:
                         help="a config override for hone's runs, e.g. --set train.device=cuda --set model=FOLDER (repeatable)")
     args = parser.parse_args()
     extra = tuple(args.set)
+    from hone.runtime import device_of
+
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"work: {PROMPTS} prompts x {GROUP} samples, <= {MAX_NEW} new tokens (>= {args.min_new_tokens}), temperature 1.0, one update per batch; "
           f"{torch.get_num_threads()} threads; median of {args.steps} steps after a warm-up", flush=True)
@@ -159,7 +160,7 @@ def main() -> None:
               + f"  other {hone_s - sum(median(rows, f'time/{p}') for p in phases):.2f}")
         prompt_tokens = len(run.env.prompt_ids(next(run.problems)))
         flops = step_flops(run.policy, prompt_tokens, round(median(rows, "completion/length")), PROMPTS, GROUP, kl > 0)
-        device = next(run.policy.parameters()).device
+        device = device_of(run.policy)
         peak = peak_matmul(torch.bfloat16, device=device)
         print(f"  FLOP limit: {flops / 1e12:.2f} TFLOP per step / {peak / 1e9:.0f} GFLOP/s bf16 peak ({device.type}) = {flops / peak:.2f} s; "
               f"hone is {hone_s / (flops / peak):.1f}x the limit (fp32 peak {peak_matmul(torch.float32, device=device) / 1e9:.0f} GFLOP/s)")

@@ -30,13 +30,13 @@ def main() -> None:
 
     from hone.config import load_config
     from hone.engine import SamplingParams
-    from hone.engine.hf import _eos_ids
+    from hone.engine.hf import end_of_sequence_ids
     from hone.trainer import setup
 
     run = setup(load_config("recipes/quickstart.yaml", [f"rollout.engine={args.engine}", f"output.dir={tempfile.mkdtemp()}", "output.progress=false"]))
     prompts = [run.env.prompt_ids(p) for p in islice(run.problems, 64)]
     model = run.policy.float().eval()
-    stop = torch.tensor(_eos_ids(model, run.tokenizer))
+    stop = torch.tensor(end_of_sequence_ids(model, run.tokenizer))
     ended = expected = variance = 0.0
     lengths: list[int] = []
     began = time.perf_counter()

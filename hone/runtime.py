@@ -80,7 +80,7 @@ def resolve_device(name: str):
     """The ``torch.device`` that ``train.device`` names; ``auto`` is the first GPU where CUDA is available."""
     import torch
 
-    from hone.config import ConfigError
+    from hone.config_loader import ConfigError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -165,12 +165,9 @@ def setup(cfg: Config) -> Run:
     elif cfg.algorithm.kl_coef > 0:  # a KL coefficient of 0 never loads or runs a reference model
         reference = load_model(cfg.model).eval().requires_grad_(False)
     policy.to(device).train()
-    if isinstance(reference, torch.nn.Module):
-        reference.to(device)
-    if cfg.train.compile:
-        compile_layers(policy)
-        if isinstance(reference, torch.nn.Module):
-            compile_layers(reference)
+    frozen = [reference.to(device)] if isinstance(reference, torch.nn.Module) else []  # a frozen copy; not "adapter-off" or None
+    for model in [policy, *frozen] if cfg.train.compile else []:
+        compile_layers(model)
     critic = None
     if cfg.algorithm.name == "ppo":
         critic = load_critic(cfg.critic.kind, cfg.named(cfg.critic.init or cfg.model), policy.config.hidden_size).to(device).train()

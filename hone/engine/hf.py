@@ -60,7 +60,7 @@ class HFEngine:
         self.shared = shared
         self.batch_size = batch_size
         self.bf16 = bf16
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = end_of_sequence_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -144,7 +144,8 @@ class HFEngine:
         )
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def end_of_sequence_ids(model, tokenizer) -> list[int]:
+    """The token ids that end a completion: the generation config's, else the tokenizer's."""
     ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if ids is None:
         ids = tokenizer.eos_token_id

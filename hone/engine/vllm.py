@@ -71,7 +71,7 @@ class VLLMEngine:
         global_seed = params.seed if self.seed_globally else None
         sampling = VSamplingParams(
             n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-            seed=params.seed if global_seed is None else None, logprobs=0, skip_special_tokens=True, min_tokens=params.min_new_tokens,
+            seed=None if self.seed_globally else params.seed, logprobs=0, skip_special_tokens=True, min_tokens=params.min_new_tokens,
         )
         with torch.random.fork_rng(devices=[], enabled=global_seed is not None):
             if global_seed is not None:  # the same draws need the same schedule, so no prefix cached by earlier calls
