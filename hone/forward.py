@@ -5,7 +5,8 @@ by up to the generation budget, so a padded batch spends much of its work on cop
 on padding. The packed forward puts each distinct prompt once in a row, followed by its
 completions back to back, and gives the model a mask under which each completion sees the prompt
 and its own earlier tokens only: the same numbers as the plain forward (tests/test_forward.py holds
-them to float tolerance), at ``U * P + sum(C_i)`` tokens instead of ``B * (P + max C)``.
+them to float tolerance), at ``U * P + sum(C_i)`` tokens instead of ``B * (P + max C)``. On the CPU
+the masked attention runs as plain matmuls (``hone.attention``), faster there than sdpa's kernel.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import NamedTuple
 import torch
 
 from hone.algorithms.token_logprobs import token_logprobs
+from hone.attention import packed_attention
 from hone.engine.hf import positions
 from hone.records import TrainBatch
 from hone.runtime import autocast, compiled_layers, device_of
@@ -116,8 +118,9 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
     causal = torch.ones(total, total, dtype=torch.bool).tril()
     same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)  # own completion, or the prompt
     mask = (causal & same & (seg[:, None, :] >= 0)) | torch.eye(total, dtype=torch.bool)  # padding sees itself: no empty softmax row
-    out = model(input_ids=ids.to(device), attention_mask=mask[:, None].to(device), position_ids=pos.to(device), use_cache=False,
-                output_hidden_states=True, logits_to_keep=1)
+    with packed_attention(model, total, device):
+        out = model(input_ids=ids.to(device), attention_mask=mask[:, None].to(device), position_ids=pos.to(device), use_cache=False,
+                    output_hidden_states=True, logits_to_keep=1)
     where = where.to(device)
     return out.hidden_states[-1][where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
 
