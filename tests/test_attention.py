@@ -5,7 +5,7 @@ import types
 import pytest
 import torch
 
-from hone.attention import masked_attention, packed_attention
+from hone.attention import attention_bias, masked_attention, packed_attention
 
 
 def packed_mask(segments: list[int], length: int) -> torch.Tensor:
@@ -31,7 +31,7 @@ def test_matches_sdpa_in_value_and_gradient_under_a_packed_mask(heads, kv_heads)
     for ours in (True, False):
         q, k, v = (t.clone().requires_grad_() for t in (q0, k0, v0))
         if ours:
-            out, _ = masked_attention(types.SimpleNamespace(), q, k, v, mask, scaling=0.3)
+            out, _ = masked_attention(types.SimpleNamespace(), q, k, v, attention_bias(mask), scaling=0.3)
         else:
             repeat = heads // kv_heads
             out = torch.nn.functional.scaled_dot_product_attention(
@@ -62,8 +62,9 @@ def test_the_packed_forward_takes_it_on_the_cpu_for_short_rows_only(tiny, monkey
         monkeypatch.setattr(hone.attention, "MAX_LENGTH", lengths[0] - 1)  # now the rows are too long for it
         policy_forward(tiny, batch)
     assert len(lengths) == tiny.config.num_hidden_layers
-    with packed_attention(tiny, 10, torch.device("meta")):  # not a CPU
-        assert tiny.config._attn_implementation == "sdpa"
+    mask = torch.ones(1, 1, 2, 2, dtype=torch.bool)
+    with packed_attention(tiny, 10, torch.device("meta")) as as_bias:  # not a CPU: sdpa, and the mask as it is
+        assert tiny.config._attn_implementation == "sdpa" and as_bias(mask) is mask
 
 
 def test_the_configuration_is_restored_when_the_forward_raises(tiny):
