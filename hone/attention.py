@@ -9,9 +9,10 @@ for the fp32 softmax, and the scale goes on the queries rather than on the ``L x
 GRPO benchmark's saved batches (packed rows of about 300 tokens, 2 rows a micro-batch), a policy
 update's forward and backward took 4.96 s against sdpa's 5.96 s eager, and 4.75 against 5.68 s with
 compiled layers (in one process, medians of 9 updates, 2 cores). The price is memory: the scores of
-every head and layer are kept for the backward, ``heads x L^2`` per row and layer, so rows longer
-than ``MAX_LENGTH`` keep sdpa (whose kernel keeps one number per row and head) and its flash kernel,
-which also wins at those lengths. GPUs keep sdpa.
+every head and layer are kept for the backward (about 6 bytes each), ``heads x L^2`` per row and
+layer, so a forward whose rows hold more than ``MAX_SCORES`` of them a layer keeps sdpa (whose kernel
+keeps one number per row and head), as do rows longer than ``MAX_LENGTH``, where sdpa's flash kernel
+wins. GPUs keep sdpa.
 
 Under bf16 autocast the scores come out of their matmul in bf16 (sdpa's kernel keeps them in fp32):
 on those batches the mean |log-prob error| against an fp32 forward was 0.026-0.029 per token, sdpa's
@@ -30,6 +31,7 @@ import torch
 
 NAME = "hone_packed_cpu"  # the name it is registered under with transformers' AttentionInterface
 MAX_LENGTH = 768  # longest packed row (tokens) that takes this path; measured: faster up to about 550, slower from 1000
+MAX_SCORES = 1 << 23  # most scores a layer (rows x heads x L^2) that take it: 50 MB a layer kept for the backward, 1.5 GB over 30
 
 
 def masked_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
@@ -54,12 +56,13 @@ def attention_bias(mask: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def packed_attention(model, length: int, device: torch.device):
+def packed_attention(model, rows: int, length: int, device: torch.device):
     """Within the context, ``model``'s attention layers use ``masked_attention`` when it pays: on the CPU,
-    for an sdpa model, for packed rows of at most ``MAX_LENGTH`` tokens. Yields what the boolean mask is to be
+    for an sdpa model, for ``rows`` packed rows of ``length`` tokens within ``MAX_LENGTH`` and ``MAX_SCORES``. Yields what the boolean mask is to be
     given to the model as: ``attention_bias`` then, the mask itself otherwise (sdpa takes it as it is)."""
     config = model.config
-    if device.type != "cpu" or length > MAX_LENGTH or config._attn_implementation != "sdpa":
+    scores = rows * getattr(config, "num_attention_heads", 1) * length**2
+    if device.type != "cpu" or length > MAX_LENGTH or scores > MAX_SCORES or config._attn_implementation != "sdpa":
         yield lambda mask: mask
         return
     from transformers import AttentionInterface

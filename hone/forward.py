@@ -118,7 +118,7 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
     causal = torch.ones(total, total, dtype=torch.bool).tril()
     same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)  # own completion, or the prompt
     mask = (causal & same & (seg[:, None, :] >= 0)) | torch.eye(total, dtype=torch.bool)  # padding sees itself: no empty softmax row
-    with packed_attention(model, total, device) as as_bias:
+    with packed_attention(model, len(rows), total, device) as as_bias:
         mask = mask[:, None].to(device)
         out = model(input_ids=ids.to(device), attention_mask=as_bias(mask), position_ids=pos.to(device), use_cache=False,
                     output_hidden_states=True, logits_to_keep=1)

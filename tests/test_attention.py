@@ -61,14 +61,21 @@ def test_the_packed_forward_takes_it_on_the_cpu_for_short_rows_only(tiny, monkey
         assert len(lengths) == tiny.config.num_hidden_layers and tiny.config._attn_implementation == "sdpa"  # restored after
         monkeypatch.setattr(hone.attention, "MAX_LENGTH", lengths[0] - 1)  # now the rows are too long for it
         policy_forward(tiny, batch)
-    assert len(lengths) == tiny.config.num_hidden_layers
+        assert len(lengths) == tiny.config.num_hidden_layers
+        monkeypatch.setattr(hone.attention, "MAX_LENGTH", lengths[0])
+        monkeypatch.setattr(hone.attention, "MAX_SCORES", 3 * tiny.config.num_attention_heads * lengths[0] ** 2 - 1)  # too many scores
+        policy_forward(tiny, batch)
+        assert len(lengths) == tiny.config.num_hidden_layers
+        monkeypatch.setattr(hone.attention, "MAX_SCORES", 3 * tiny.config.num_attention_heads * lengths[0] ** 2)  # just enough
+        policy_forward(tiny, batch)
+    assert len(lengths) == 2 * tiny.config.num_hidden_layers
     mask = torch.ones(1, 1, 2, 2, dtype=torch.bool)
-    with packed_attention(tiny, 10, torch.device("meta")) as as_bias:  # not a CPU: sdpa, and the mask as it is
+    with packed_attention(tiny, 1, 10, torch.device("meta")) as as_bias:  # not a CPU: sdpa, and the mask as it is
         assert tiny.config._attn_implementation == "sdpa" and as_bias(mask) is mask
 
 
 def test_the_configuration_is_restored_when_the_forward_raises(tiny):
     with pytest.raises(RuntimeError, match="boom"):
-        with packed_attention(tiny, 10, torch.device("cpu")):
+        with packed_attention(tiny, 1, 10, torch.device("cpu")):
             raise RuntimeError("boom")
     assert tiny.config._attn_implementation == "sdpa"
