@@ -57,9 +57,9 @@ def attention_bias(mask: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def packed_attention(model, rows: int, length: int, device: torch.device):
-    """Within the context, ``model``'s attention layers use ``masked_attention`` when it pays: on the CPU,
-    for an sdpa model, for ``rows`` packed rows of ``length`` tokens within ``MAX_LENGTH`` and ``MAX_SCORES``. Yields what the boolean mask is to be
-    given to the model as: ``attention_bias`` then, the mask itself otherwise (sdpa takes it as it is)."""
+    """Within the context, ``model``'s attention layers use ``masked_attention`` when it pays: on the CPU, for
+    an sdpa model, for ``rows`` packed rows of ``length`` tokens within ``MAX_LENGTH`` and ``MAX_SCORES``.
+    Yields how to give the model its boolean mask: as ``attention_bias`` then, as it is otherwise (for sdpa)."""
     config = model.config
     scores = rows * getattr(config, "num_attention_heads", 1) * length**2
     if device.type != "cpu" or length > MAX_LENGTH or scores > MAX_SCORES or config._attn_implementation != "sdpa":
