@@ -115,15 +115,22 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
     seg = torch.full((len(rows), total), -1)  # -1: padding at the end of a packed row
     for g, (t, p, s) in enumerate(rows):
         ids[g, : len(t)], pos[g, : len(t)], seg[g, : len(t)] = t, p, s
-    causal = torch.ones(total, total, dtype=torch.bool).tril()
-    same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)  # own completion, or the prompt
-    mask = (causal & same & (seg[:, None, :] >= 0)) | torch.eye(total, dtype=torch.bool)  # padding sees itself: no empty softmax row
     with packed_attention(model, len(rows), total, device) as as_bias:
-        mask = mask[:, None].to(device)
+        mask = segment_mask(seg)[:, None].to(device)
         out = model(input_ids=ids.to(device), attention_mask=as_bias(mask), position_ids=pos.to(device), use_cache=False,
                     output_hidden_states=True, logits_to_keep=1)
     where = where.to(device)
     return out.hidden_states[-1][where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
+
+
+def segment_mask(seg: torch.Tensor) -> torch.Tensor:
+    """``(rows, L, L)`` boolean attention mask of packed rows from ``seg (rows, L)``: 0 marks the prompt, ``r + 1``
+    the completion of batch row ``r``, -1 padding. A token sees the prompt and the earlier tokens of its own
+    segment; padding sees itself only, so no softmax row is empty."""
+    length = seg.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)  # own completion, or the prompt
+    return (causal & same & (seg[:, None, :] >= 0)) | torch.eye(length, dtype=torch.bool)
 
 
 def _prompt_groups(batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from hone.attention import attention_bias, masked_attention, packed_attention
+from hone.forward import segment_mask
 
 
 def packed_mask(segments: list[int], length: int) -> torch.Tensor:
-    """``(L, L)`` bool: a prompt (segment 0) and completions back to back, each seeing the prompt and its own past; padding sees itself."""
-    seg = torch.full((length,), -1)
-    seg[: len(segments)] = torch.tensor(segments)
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    same = (seg[:, None] == seg[None, :]) | (seg[None, :] == 0)
-    return (causal & same & (seg[None, :] >= 0)) | torch.eye(length, dtype=torch.bool)
+    """``(L, L)`` bool mask of one packed row: a prompt (segment 0) and completions back to back, then padding."""
+    seg = torch.full((1, length), -1)
+    seg[0, : len(segments)] = torch.tensor(segments)
+    return segment_mask(seg)[0]
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(6, 2), (4, 4), (3, 1)])
