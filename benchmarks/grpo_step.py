@@ -82,7 +82,7 @@ def engine_throughput(run, repeats: int = 5) -> dict[str, float]:
     """Generated tokens/s (median of ``repeats``, the sides interleaved) of hone's engine, and of the same
     vLLM instance called directly, without log-probs ("vllm") and with the sampled tokens' log-probs
     that hone asks for ("vllm_logprobs"): what hone adds on top of vLLM."""
-    from hone.engine import SamplingParams
+    from hone.rollout.engine import SamplingParams
 
     problems = list(islice(run.problems, PROMPTS))
     prompts = [run.env.prompt_ids(p) for p in problems]
@@ -115,7 +115,7 @@ def trl_steps(beta: float, steps: int, min_new: int = 0) -> dict:
     from benchmarks.trl_side import trl_grpo_step_times
     from hone.config import load_config
     from hone.models import local_folder
-    from hone.tasks import make_task
+    from hone.data.tasks import make_task
 
     cfg = load_config(RECIPE, [])  # the prompts hone's steps take, in hone's order, and one step more
     problems = list(islice(make_task(cfg.task).train_problems(cfg.train.seed), PROMPTS * (steps + 2)))

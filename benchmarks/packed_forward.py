@@ -27,13 +27,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
-    from hone.batch import collate
+    from hone.learner.batch import collate
     from hone.config import load_config
-    from hone.envs.single_turn import SingleTurnEnv
-    from hone.forward import micro_batches, policy_forward
+    from hone.rollout.envs.single_turn import SingleTurnEnv
+    from hone.learner.forward import micro_batches, policy_forward
     from hone.models import load_model, load_tokenizer
-    from hone.records import Rollout
-    from hone.tasks import make_task
+    from hone.data.records import Rollout
+    from hone.data.tasks import make_task
 
     cfg = load_config("recipes/quickstart.yaml", [])
     tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model).train()
@@ -73,7 +73,7 @@ def main() -> None:
     print(f"plain forward+backward: {plain:.2f} s {[round(t, 2) for t in times[False]]}")
     print(f"packed forward+backward: {packed:.2f} s {[round(t, 2) for t in times[True]]}")
     print(f"speed-up ratio (plain / packed): {plain / packed:.2f}x; largest log-prob difference between them {gap:.2e} nats "
-          "(bf16 rounding: on sampled text each path is within about 0.03 nats of fp32 on average, tests/test_forward.py holds fp32 to 1e-5)")
+          "(bf16 rounding: on sampled text each path is within about 0.03 nats of fp32 on average, tests/learner/test_forward.py holds fp32 to 1e-5)")
 
 
 if __name__ == "__main__":

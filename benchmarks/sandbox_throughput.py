@@ -17,7 +17,7 @@ import time
 from hone import sandbox
 from hone.rewards import WorkerPool
 from hone.rewards.code import code_pass
-from hone.tasks.humaneval import load_humaneval
+from hone.data.tasks.humaneval import load_humaneval
 
 # Each exploit, spliced into a correct solution, must not score: the solution is right, the trick is not.
 # (name, where, code): where "module" puts the code before the function, "body" at the top of its body,
@@ -59,7 +59,7 @@ def score_all(pool: WorkerPool, completions: list[str], specs: list[str]) -> lis
 
 
 def throughput(pool: WorkerPool, n: int) -> None:
-    from hone.tasks.code import CodeTask
+    from hone.data.tasks.code import CodeTask
 
     task = CodeTask(level=1, eval_size=5)
     problems = [task._problem(*i) for i in task._instances()[:n]]
@@ -77,7 +77,7 @@ def throughput(pool: WorkerPool, n: int) -> None:
 
 
 def humaneval(pool: WorkerPool) -> None:
-    from hone.tasks.humaneval import HumanEvalTask
+    from hone.data.tasks.humaneval import HumanEvalTask
 
     rows = load_humaneval()
     specs = [p.answer for p in HumanEvalTask().eval_problems()]

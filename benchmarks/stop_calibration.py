@@ -29,8 +29,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from hone.config import load_config
-    from hone.engine import SamplingParams
-    from hone.engine.hf import end_of_sequence_ids
+    from hone.rollout.engine import SamplingParams
+    from hone.rollout.engine.hf import end_of_sequence_ids
     from hone.trainer import setup
 
     run = setup(load_config("recipes/quickstart.yaml", [f"rollout.engine={args.engine}", f"output.dir={tempfile.mkdtemp()}", "output.progress=false"]))

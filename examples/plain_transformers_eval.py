@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hone.config import load_config
 from hone.rewards import math_verify
-from hone.tasks import make_task
+from hone.data.tasks import make_task
 
 
 def main(checkpoint: str, recipe: str = "recipes/quickstart.yaml", batch_size: int = 50) -> None:

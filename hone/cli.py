@@ -62,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate_recipe(cfg) -> dict[str, float]:
     """Greedy accuracy (and pass@k) of ``cfg.model`` on the task's held-out problems."""
-    from hone.engine.hf import HFEngine
-    from hone.envs.single_turn import SingleTurnEnv
-    from hone.evaluate import evaluate_as_configured
+    from hone.rollout.engine.hf import HFEngine
+    from hone.rollout.envs.single_turn import SingleTurnEnv
+    from hone.rollout.evaluate import evaluate_as_configured
     from hone.models import load_model, load_tokenizer
     from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
     from hone.runtime import configure_cpu
-    from hone.tasks import make_task
+    from hone.data.tasks import make_task
 
     configure_cpu(cfg.train.threads, cfg.train.keep_freed_memory)
     problems = make_task(cfg.task).eval_problems()

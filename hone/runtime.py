@@ -15,7 +15,7 @@ which fuses their elementwise work (norms, rotary embeddings, activations, casts
 kernels. The layers share compiled code, with the sequence length symbolic, so compiling happens
 over the first steps only, once per variant (with and without gradients, one packed row or several):
 about 25 s on 2 cores. On the benchmark's batches the forward and backward took 4.75 s against
-4.96 s eager (with ``hone.attention``; 5.68 against 5.96 s under sdpa).
+4.96 s eager (with ``hone.learner.attention``; 5.68 against 5.96 s under sdpa).
 Compiled layers run only inside ``compiled_layers(model)``, which the training forward enters:
 generation with a KV cache, whose shapes change at every token, stays eager.
 """

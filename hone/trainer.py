@@ -12,23 +12,23 @@ from typing import Iterator
 import torch
 
 from hone.algorithms import adaptive_kl_coef
-from hone.batch import build_batch
-from hone.checkpoint import prune_checkpoints, save_checkpoint
+from hone.learner.batch import build_batch
+from hone.watch.checkpoint import prune_checkpoints, save_checkpoint
 from hone.config import Config, dump_config
-from hone.critic import load_critic
-from hone.engine import Engine, SamplingParams
-from hone.engine.hf import HFEngine
-from hone.envs.single_turn import SingleTurnEnv
-from hone.evaluate import evaluate_as_configured, write_samples
-from hone.forward import logprobs_no_grad, values_no_grad
-from hone.metrics import MetricsLogger, plot_run
+from hone.learner.critic import load_critic
+from hone.rollout.engine import Engine, SamplingParams
+from hone.rollout.engine.hf import HFEngine
+from hone.rollout.envs.single_turn import SingleTurnEnv
+from hone.rollout.evaluate import evaluate_as_configured, write_samples
+from hone.learner.forward import logprobs_no_grad, values_no_grad
+from hone.watch.metrics import MetricsLogger, plot_run
 from hone.models import load_model, load_tokenizer, local_folder, resolve
-from hone.progress import Progress
-from hone.records import Problem, ScoredGroup
+from hone.watch.progress import Progress
+from hone.data.records import Problem, ScoredGroup
 from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
 from hone.runtime import compile_layers, configure_cpu, resolve_device
-from hone.tasks import make_task
-from hone.update import policy_update
+from hone.data.tasks import make_task
+from hone.learner.update import policy_update
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Run:
     policy: torch.nn.Module
     tokenizer: object
     reference: object  # a model, "adapter-off" (LoRA: the base model is the reference), or None
-    critic: torch.nn.Module | None  # ppo's value function (hone.critic), else None
+    critic: torch.nn.Module | None  # ppo's value function (hone.learner.critic), else None
     engine: Engine
     eval_engine: Engine  # generates held-out answers (for the transformers engine: at evaluation precision)
     env: SingleTurnEnv
@@ -115,7 +115,7 @@ def train_step(run: Run) -> dict[str, float]:
 
 
 class RunModels:
-    """The extra forward passes a batch needs (reference, policy, critic), timed; see ``hone.batch.BatchModels``."""
+    """The extra forward passes a batch needs (reference, policy, critic), timed; see ``hone.learner.batch.BatchModels``."""
 
     def __init__(self, run: Run):
         self.run = run
@@ -154,7 +154,7 @@ def setup(cfg: Config) -> Run:
     tokenizer, policy = load_tokenizer(cfg.model), load_model(cfg.model)
     reward_model = None
     if cfg.rewards.model is not None:
-        from hone.reward_model import load_reward_model
+        from hone.rlhf.reward_model import load_reward_model
 
         reward_model = load_reward_model(cfg.named(cfg.rewards.model))  # (model, tokenizer)
         reward_model[0].to(device)
@@ -204,7 +204,7 @@ def with_reward_model(cfg: Config, scorer: RewardScorer, reward_model, weight: f
     """``scorer``, plus the reward model's score at ``weight`` when there is one (``(model, tokenizer)`` or None)."""
     if reward_model is None:
         return scorer
-    from hone.reward_model import RewardModelScorer
+    from hone.rlhf.reward_model import RewardModelScorer
 
     return RewardModelScorer(*reward_model, weight, scorer, bf16=cfg.train.bf16)
 
@@ -214,7 +214,7 @@ def make_engines(cfg: Config, policy, tokenizer) -> dict[str, Engine]:
     held-out numbers do not depend on the rollout engine and match plain transformers."""
     evaluator = HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
     if resolve_engine(cfg.rollout.engine) == "vllm":
-        from hone.engine.vllm import VLLMEngine
+        from hone.rollout.engine.vllm import VLLMEngine
 
         engine = VLLMEngine(local_folder(cfg.model), dtype="bfloat16" if cfg.rollout.bf16 else "float32", seed=cfg.train.seed,
                             compile=cfg.rollout.compile)
@@ -226,7 +226,7 @@ def resolve_engine(name: str) -> str:
     """``auto`` is vLLM where it is installed, else transformers."""
     if name != "auto":
         return name
-    from hone.engine.vllm import vllm_available
+    from hone.rollout.engine.vllm import vllm_available
 
     return "vllm" if vllm_available() else "transformers"
 

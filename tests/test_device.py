@@ -11,13 +11,13 @@ import json
 import pytest
 import torch
 
-from hone.batch import collate
+from hone.learner.batch import collate
 from hone.config import load_config
-from hone.engine import SamplingParams
-from hone.engine.hf import HFEngine
-from hone.forward import policy_forward
-from hone.records import Problem, Rollout
-from tests.test_forward import grouped_batch
+from hone.rollout.engine import SamplingParams
+from hone.rollout.engine.hf import HFEngine
+from hone.learner.forward import policy_forward
+from hone.data.records import Problem, Rollout
+from tests.learner.test_forward import grouped_batch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -97,7 +97,7 @@ def test_grpo_steps_on_the_gpu(tiny_folder, tmp_path, extra):
 
 @pytest.mark.parametrize("kind", ["shared", "separate"])
 def test_ppo_steps_with_a_reward_model_on_the_gpu(tiny_folder, tmp_path, kind):
-    from hone.reward_model import load_reward_model
+    from hone.rlhf.reward_model import load_reward_model
     from hone.trainer import train
 
     model, tokenizer = load_reward_model(str(tiny_folder), base=True)

@@ -42,9 +42,9 @@ def test_compiled_layers_give_the_eager_numbers_and_only_inside_the_training_for
 
     import torch
 
-    from hone.forward import policy_forward
+    from hone.learner.forward import policy_forward
     from hone.runtime import compile_layers
-    from tests.test_forward import grouped_batch
+    from tests.learner.test_forward import grouped_batch
 
     weights = torch.randn(grouped_batch().completion_mask.shape, generator=torch.Generator().manual_seed(2))
     eager, compiled = copy.deepcopy(tiny).train(), copy.deepcopy(tiny).train()

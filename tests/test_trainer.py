@@ -60,7 +60,7 @@ def test_lora_with_kl_uses_the_base_model_as_reference_and_saves_an_adapter(tiny
 def test_compiled_layers_train_the_policy_and_the_reference_with_kl(tiny_folder, tmp_path, lora):
     """``train.compile``: the policy's layers (LoRA-wrapped too) and a frozen reference's are compiled; steps with a KL
     term run; evaluation generates with the eager layers."""
-    from hone.progress import Progress
+    from hone.watch.progress import Progress
     from hone.trainer import run_eval, setup, train_step
 
     cfg = tiny_config(tiny_folder, tmp_path, "train.compile=true", "algorithm.kl_coef=0.1", f"train.lora.enabled={str(lora).lower()}",

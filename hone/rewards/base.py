@@ -133,7 +133,7 @@ class RewardScorer:
         self.pool = pool
 
     def score_rollouts(self, rollouts: Sequence[Any]) -> RewardResult:
-        """Score :class:`~hone.records.Rollout` records: each completion's text against its problem's answer."""
+        """Score :class:`~hone.data.records.Rollout` records: each completion's text against its problem's answer."""
         return self([r.text for r in rollouts], [r.problem.answer for r in rollouts])
 
     def __call__(self, completions: Sequence[str], references: Sequence[str]) -> RewardResult:

@@ -1,0 +1,121 @@
+"""From scored groups to a training batch: shaping, group filtering, advantages, padding.
+
+GRPO and its relatives take one outcome advantage per completion from the group's rewards. PPO
+(``algorithm.name: ppo``) instead places the reward on the completion's last token, subtracts the
+KL to the reference at every token when ``kl_in_reward`` (Ziegler et al. 2019; Stiennon et al.
+2020), and runs GAE over the critic's values. Everything else (masking, filtering, padding) is shared.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from hone.algorithms import KL_ESTIMATORS, OUTCOME_ADVANTAGES, gae, token_rewards, whiten
+from hone.algorithms.shaping import overlong_penalty
+from hone.data.padding import left_pad
+from hone.data.records import Rollout, ScoredGroup, TrainBatch
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    groups_dropped: int  # zero-variance groups removed by dynamic sampling
+    samples_masked: int  # completions whose reward could not be computed
+    samples: int  # completions in the batch that reach the loss
+    kl: float = math.nan  # mean over completions of the summed per-token log-ratio log pi - log ref (k1), when a reference runs
+
+
+class BatchModels(Protocol):
+    """The forward passes a batch may need besides the rewards; the trainer supplies them."""
+
+    def reference_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """``(B, C)`` log-probs of the completions under the reference model."""
+        ...
+
+    def policy_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """``(B, C)`` log-probs under the current policy, by the trainer's own forward (no graph)."""
+        ...
+
+    def values(self, batch: TrainBatch) -> torch.Tensor:
+        """``(B, C)`` critic values (ppo)."""
+        ...
+
+
+def reward_matrix(groups: list[ScoredGroup]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards ``(G, n)`` float (NaN where unscored) and the matching ``valid`` mask."""
+    rewards = torch.tensor([[float("nan") if r is None else r for r in g.rewards] for g in groups], dtype=torch.float32)
+    return rewards, ~torch.isnan(rewards)
+
+
+def informative_groups(rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """DAPO dynamic sampling: a group whose valid rewards all agree has zero advantage everywhere."""
+    filled_hi = torch.where(valid, rewards, torch.full_like(rewards, -torch.inf)).amax(dim=1)
+    filled_lo = torch.where(valid, rewards, torch.full_like(rewards, torch.inf)).amin(dim=1)
+    return (valid.sum(dim=1) >= 2) & (filled_hi > filled_lo)
+
+
+def collate(rollouts: list[Rollout], pad_id: int) -> TrainBatch:
+    """Pad rollouts into [left-padded prompt | right-padded completion]; advantages left at 0."""
+    prompt_ids, prompt_mask = left_pad([r.prompt_ids for r in rollouts], pad_id)
+    width = max(1, max(len(r.completion_ids) for r in rollouts))
+    completion = torch.full((len(rollouts), width), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((len(rollouts), width))
+    sampling = torch.zeros((len(rollouts), width))
+    for row, r in enumerate(rollouts):
+        length = len(r.completion_ids)
+        completion[row, :length] = torch.tensor(r.completion_ids, dtype=torch.long)
+        completion_mask[row, :length] = 1.0
+        sampling[row, :length] = torch.tensor(r.logprobs, dtype=torch.float32)
+    return TrainBatch(
+        input_ids=torch.cat([prompt_ids, completion], dim=1),
+        attention_mask=torch.cat([prompt_mask, completion_mask.long()], dim=1),
+        completion_mask=completion_mask,
+        advantages=torch.zeros_like(completion_mask),
+        sampling_logprobs=sampling,
+    )
+
+
+def build_batch(groups: list[ScoredGroup], algo, max_new_tokens: int, pad_id: int, models: BatchModels | None = None) -> tuple[TrainBatch | None, BatchStats]:
+    """Turn scored groups into a batch with per-token advantages, or None when nothing is left to learn from.
+
+    ``algo`` is the run's AlgorithmConfig (its ``kl_coef`` the current one, if a controller moves
+    it); ``models`` runs the reference, policy and critic forwards, needed only for a KL term or PPO.
+    """
+    rewards, valid = reward_matrix(groups)
+    masked = int((~valid).sum())
+    if algo.overlong_buffer > 0:
+        lengths = torch.tensor([[len(r.completion_ids) for r in g.rollouts] for g in groups])
+        rewards = rewards + overlong_penalty(lengths, max_new_tokens, algo.overlong_buffer, algo.overlong_penalty)
+    keep = informative_groups(rewards, valid) if algo.dynamic_sampling else valid.any(dim=1)
+    dropped = int((~keep).sum()) if algo.dynamic_sampling else 0
+    rewards, valid = rewards[keep], valid[keep]
+    kept = [g for g, k in zip(groups, keep.tolist()) if k]
+    rollouts = [r for g, v in zip(kept, valid.tolist()) for r, ok in zip(g.rollouts, v) if ok]
+    if not rollouts:
+        return None, BatchStats(dropped, masked, 0)
+    batch = collate(rollouts, pad_id)
+    ppo = algo.name == "ppo"
+    if ppo and (algo.ppo_epochs > 1 or algo.mini_batches > 1 or algo.kl_coef > 0):
+        batch.old_logprobs = models.policy_logprobs(batch)  # the KL below and the PPO ratio both need them
+    behaviour = batch.old_logprobs if batch.old_logprobs is not None else batch.sampling_logprobs
+    kl_tokens, kl = None, math.nan
+    if algo.kl_coef > 0:
+        batch.ref_logprobs = models.reference_logprobs(batch)
+        kl = float(((behaviour - batch.ref_logprobs) * batch.completion_mask).sum(-1).mean())
+        if algo.kl_in_reward:
+            kl_tokens = KL_ESTIMATORS.get(algo.kl_estimator)(behaviour, batch.ref_logprobs) * batch.completion_mask
+    if ppo:
+        outcome = rewards[valid]  # (B,) in batch order
+        per_token = token_rewards(outcome, batch.completion_mask, kl_tokens, algo.kl_coef)
+        batch.old_values = models.values(batch)
+        advantages, batch.returns = gae(per_token, batch.old_values, batch.completion_mask, algo.gamma, algo.lam)
+        batch.advantages = whiten(advantages, batch.completion_mask) if algo.whiten_advantages else advantages
+        return batch, BatchStats(dropped, masked, len(rollouts), kl)
+    if kl_tokens is not None:  # the KL penalty joins the outcome reward, summed over the completion's tokens
+        rewards = rewards.masked_scatter(valid, rewards[valid] - algo.kl_coef * kl_tokens.sum(-1))
+    advantages = OUTCOME_ADVANTAGES.get(algo.advantage)(rewards, valid)
+    batch.advantages = advantages[valid][:, None] * batch.completion_mask
+    return batch, BatchStats(dropped, masked, len(rollouts), kl)

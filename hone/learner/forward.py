@@ -1,0 +1,180 @@
+"""Forward passes of the policy over a TrainBatch: completion log-probs, entropy and hidden states.
+
+A GRPO batch holds each prompt ``group_size`` times, and completions of one group differ in length
+by up to the generation budget, so a padded batch spends much of its work on copies of prompts and
+on padding. The packed forward puts each distinct prompt once in a row, followed by its
+completions back to back, and gives the model a mask under which each completion sees the prompt
+and its own earlier tokens only: the same numbers as the plain forward (tests/learner/test_forward.py holds
+them to float tolerance), at ``U * P + sum(C_i)`` tokens instead of ``B * (P + max C)``. On the CPU
+the masked attention runs as plain matmuls (``hone.learner.attention``), faster there than sdpa's kernel.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from hone.algorithms.token_logprobs import token_logprobs
+from hone.learner.attention import packed_attention
+from hone.data.padding import positions
+from hone.data.records import TrainBatch
+from hone.runtime import autocast, compiled_layers, device_of
+
+
+class Forward(NamedTuple):
+    logprobs: torch.Tensor  # (B, C) log-prob of each completion token, 0 on padding
+    entropy: torch.Tensor | None  # (B, C) entropy of the next-token distribution, when asked for
+    hidden: torch.Tensor | None  # (B, C, H) last hidden state at the positions predicting the completion, when asked for
+
+
+def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: bool = False, hidden: bool = False,
+                   pack: bool = True) -> Forward:
+    """One forward pass of the policy over ``batch``: completion log-probs, and optionally entropy and hidden states.
+
+    Only positions that predict a completion token go through the language-model head and the
+    log-softmax (with ``pack``, only real ones, not padding), so full-vocabulary logits of the prompt
+    are never materialised; the last completion token is never
+    fed, as nothing is predicted from it. With ``pack`` (and a model that takes a custom sdpa mask),
+    each prompt goes in once with its completions packed after it (see the module docstring).
+    Layers compiled by ``hone.runtime.compile_layers`` run compiled here.
+    """
+    device = device_of(model)
+    batch = batch.to(device)
+    width = batch.completion_length
+    real = batch.attention_mask[:, -width:].bool()  # (B, C) completion tokens, not padding
+    with autocast(device, bf16), compiled_layers(model):
+        packed = _packed_forward(model, batch) if pack else None
+        if packed is not None:  # only real positions go through the head
+            states, logits = packed, model.get_output_embeddings()(packed[real])
+        else:
+            full, states = _plain_forward(model, batch, hidden)
+            logits = full[real]
+    # logits: (N, V), one row per real completion token, in (row, position) order; fp32 math in chunks
+    own, ent = token_logprobs(logits, batch.input_ids[:, -width:][real], entropy=entropy)
+    logprobs = _scatter(real, own) * batch.completion_mask
+    return Forward(logprobs, _scatter(real, ent) if entropy else None, states if hidden else None)
+
+
+def _scatter(real: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``(B, C)`` holding ``values`` at the ``real`` positions and 0 elsewhere (differentiable in ``values``)."""
+    return torch.zeros(real.shape, dtype=values.dtype, device=values.device).masked_scatter(real, values)
+
+
+def _plain_forward(model, batch: TrainBatch, hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    width = batch.completion_length
+    out = model(
+        input_ids=batch.input_ids[:, :-1],
+        attention_mask=batch.attention_mask[:, :-1],
+        position_ids=positions(batch.attention_mask)[:, :-1],
+        logits_to_keep=width,
+        use_cache=False,
+        output_hidden_states=hidden,
+    )
+    return out.logits, out.hidden_states[-1][:, -width:] if hidden else None
+
+
+def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
+    """``(B, C, H)`` last hidden states at the positions predicting each completion token, from one packed row per
+    distinct prompt; None where the model cannot take it.
+
+    Row ``g`` holds prompt ``g`` once, then each of its completions (all but the last token, which
+    predicts nothing), with no padding between them. A 4D mask lets every completion token see the
+    prompt and the earlier tokens of its own completion, and nothing else; position ids restart
+    after the prompt for each completion. The hidden states of the positions that predict each
+    completion token are gathered back into ``(B, C)``; the caller sends only the real ones through the head.
+    """
+    config = getattr(model, "config", None)
+    width = batch.completion_length
+    split = batch.input_ids.shape[1] - width
+    window = getattr(config, "sliding_window", None)
+    if (getattr(config, "_attn_implementation", None) != "sdpa" or getattr(config, "final_logit_softcapping", None)
+            or (window and split + width > window) or model.get_output_embeddings() is None):
+        return None  # the mask below is sdpa's boolean kind and has no sliding window; the head must be a plain linear map
+    device, batch = batch.input_ids.device, batch.to("cpu")  # the layout is small bookkeeping, done on the CPU
+    prompts, inverse = _prompt_groups(batch)
+    lengths = batch.attention_mask[:, split:].sum(1).tolist()  # completion tokens per row (right-padded)
+    rows, where = [], torch.zeros(len(batch), width, 2, dtype=torch.long)  # where[r, t] = (packed row, position) predicting token t
+    for g in range(len(prompts)):
+        prompt = prompts[g, :split][prompts[g, split:].bool()]
+        tokens, places, segments = [prompt], [torch.arange(len(prompt))], [torch.zeros(len(prompt), dtype=torch.long)]
+        cursor = len(prompt)
+        for r in (inverse == g).nonzero().flatten().tolist():
+            fed = max(lengths[r] - 1, 0)  # tokens of this completion that go in
+            where[r, :, 0] = g
+            where[r, :, 1] = len(prompt) - 1  # token 0 is predicted by the prompt's last position (and padding points there too)
+            where[r, 1 : fed + 1, 1] = torch.arange(cursor, cursor + fed)
+            tokens.append(batch.input_ids[r, split : split + fed])
+            places.append(torch.arange(len(prompt), len(prompt) + fed))
+            segments.append(torch.full((fed,), r + 1))
+            cursor += fed
+        rows.append((torch.cat(tokens), torch.cat(places), torch.cat(segments)))
+    total = max(len(t) for t, _, _ in rows)
+    ids = torch.zeros(len(rows), total, dtype=torch.long)
+    pos = torch.zeros(len(rows), total, dtype=torch.long)
+    seg = torch.full((len(rows), total), -1)  # -1: padding at the end of a packed row
+    for g, (t, p, s) in enumerate(rows):
+        ids[g, : len(t)], pos[g, : len(t)], seg[g, : len(t)] = t, p, s
+    with packed_attention(model, len(rows), total, device) as as_bias:
+        mask = segment_mask(seg)[:, None].to(device)
+        out = model(input_ids=ids.to(device), attention_mask=as_bias(mask), position_ids=pos.to(device), use_cache=False,
+                    output_hidden_states=True, logits_to_keep=1)
+    where = where.to(device)
+    return out.hidden_states[-1][where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
+
+
+def segment_mask(seg: torch.Tensor) -> torch.Tensor:
+    """``(rows, L, L)`` boolean attention mask of packed rows from ``seg (rows, L)``: 0 marks the prompt, ``r + 1``
+    the completion of batch row ``r``, -1 padding. A token sees the prompt and the earlier tokens of its own
+    segment; padding sees itself only, so no softmax row is empty."""
+    length = seg.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)  # own completion, or the prompt
+    return (causal & same & (seg[:, None, :] >= 0)) | torch.eye(length, dtype=torch.bool)
+
+
+def _prompt_groups(batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(prompts, inverse)``: the distinct ``[prompt ids | prompt mask]`` rows, and each row's index among them."""
+    split = batch.input_ids.shape[1] - batch.completion_length
+    return torch.unique(torch.cat([batch.input_ids[:, :split], batch.attention_mask[:, :split]], 1), dim=0, return_inverse=True)
+
+
+def completion_logprobs(model, batch: TrainBatch, *, bf16: bool = False, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob of each completion token ``(B, C)`` under ``model``, and optionally the entropy ``(B, C)``."""
+    out = policy_forward(model, batch, bf16=bf16, entropy=entropy)
+    return out.logprobs, out.entropy
+
+
+def micro_batches(batch: TrainBatch, size: int):
+    """``(rows, micro)`` pairs covering ``batch`` in micro-batches of ``size`` rows, padding trimmed.
+
+    Rows that share a prompt stay together (so the packed forward runs each prompt once) and groups
+    go in order of their longest row (so a micro-batch of short rows pads only to its own length).
+    """
+    if not len(batch):
+        return
+    _, group = _prompt_groups(batch)
+    longest = torch.zeros(int(group.max()) + 1, dtype=torch.long).scatter_reduce(0, group, batch.attention_mask.sum(1), "amax")
+    order = torch.argsort(longest[group] * len(batch) + group, stable=True)
+    for start in range(0, len(batch), size):
+        rows = order[start : start + size]
+        yield rows, batch.select(rows).trimmed()
+
+
+@torch.no_grad()
+def logprobs_no_grad(model, batch: TrainBatch, micro_batch_size: int, bf16: bool) -> torch.Tensor:
+    """``completion_logprobs`` over a whole batch in micro-batches, without a graph."""
+    out = torch.zeros(batch.completion_mask.shape)
+    for rows, micro in micro_batches(batch, micro_batch_size):
+        out[rows, : micro.completion_length] = completion_logprobs(model, micro, bf16=bf16)[0].cpu()
+    return out
+
+
+@torch.no_grad()
+def values_no_grad(critic, policy, batch: TrainBatch, micro_batch_size: int, bf16: bool) -> torch.Tensor:
+    """The critic's ``(B, C)`` values over a whole batch in micro-batches, without a graph."""
+    out = torch.zeros(batch.completion_mask.shape)
+    for rows, micro in micro_batches(batch, micro_batch_size):
+        hidden = policy_forward(policy, micro, bf16=bf16, hidden=True).hidden if critic.needs_hidden else None
+        out[rows, : micro.completion_length] = critic.values(micro.to(device_of(critic)), hidden, bf16=bf16).cpu()
+    return out

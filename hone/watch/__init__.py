@@ -1,0 +1,2 @@
+"""What watches a run: hooks called at named points of the loop, the metrics log, progress
+display, plots and checkpoints."""

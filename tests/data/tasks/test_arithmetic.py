@@ -1,0 +1,47 @@
+import itertools
+
+import pytest
+
+from hone.data.tasks import ArithmeticTask
+
+
+def test_held_out_problems_never_appear_in_training():
+    task = ArithmeticTask(digits=2, eval_size=200)
+    held_out = {p.id for p in task.eval_problems()}
+    assert len(held_out) == 200
+    train_ids = {p.id for p in itertools.islice(task.train_problems(seed=0), 5000)}
+    assert not held_out & train_ids
+
+
+def test_split_is_fixed_by_seed():
+    assert [p.id for p in ArithmeticTask(eval_size=20).eval_problems()] == [p.id for p in ArithmeticTask(eval_size=20).eval_problems()]
+    assert [p.id for p in ArithmeticTask(eval_size=20, seed=1).eval_problems()] != [p.id for p in ArithmeticTask(eval_size=20).eval_problems()]
+
+
+def test_difficulty_knobs_shape_the_problems():
+    problem = next(ArithmeticTask(digits=3, ops=("*",), eval_size=10).train_problems(0))
+    a, b = problem.id.split("*")
+    assert 100 <= int(a) <= 999 and 100 <= int(b) <= 999
+    assert problem.answer == str(int(a) * int(b))
+    assert problem.messages[-1]["content"] == f"Compute {a} * {b}. Reply with only the number."
+    subtraction = list(itertools.islice(ArithmeticTask(ops=("-",), eval_size=10).train_problems(0), 50))
+    assert all(int(p.answer) >= 0 for p in subtraction)
+
+
+def test_system_prompt_is_optional():
+    assert ArithmeticTask(eval_size=5).eval_problems()[0].messages[0]["role"] == "user"
+    assert ArithmeticTask(eval_size=5, system_prompt="Be brief.").eval_problems()[0].messages[0] == {"role": "system", "content": "Be brief."}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(digits=0), "task.digits: expected 1..6, got 0"),
+        (dict(ops=("/",)), "task.ops: expected some of +, -, *, got ['/']"),
+        (dict(digits=1, eval_size=100), "task.eval_size: 100 is too many for 1-digit problems (at most 5)"),
+    ],
+)
+def test_bad_knobs(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        ArithmeticTask(**kwargs)
+    assert str(info.value) == message

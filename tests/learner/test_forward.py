@@ -1,0 +1,89 @@
+"""The packed forward gives the plain forward's numbers: log-probs, entropy, hidden states, gradients."""
+
+import copy
+
+import torch
+
+from hone.learner.batch import collate
+from hone.learner.forward import _packed_forward, logprobs_no_grad, micro_batches, policy_forward
+from hone.data.records import Problem, Rollout
+
+PROBLEM = Problem("p", ({"role": "user", "content": "x"},), "0")
+
+
+def grouped_batch(groups=3, group_size=4, seed=0):
+    """``groups`` prompts of different lengths (left padding), each with ``group_size`` completions of different lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    rollouts = []
+    for g in range(groups):
+        prompt = torch.randint(10, 1000, (3 + 2 * g,), generator=gen).tolist()
+        for i in range(group_size):
+            completion = torch.randint(10, 1000, (1 + (g + 3 * i) % 6,), generator=gen).tolist()
+            rollouts.append(Rollout(PROBLEM, prompt, completion, "", [0.0] * len(completion), "stop"))
+    return collate(rollouts, pad_id=0)
+
+
+def test_packed_forward_matches_the_plain_forward(tiny):
+    batch = grouped_batch()
+    with torch.no_grad():
+        plain = policy_forward(tiny, batch, entropy=True, hidden=True, pack=False)
+        shared = policy_forward(tiny, batch, entropy=True, hidden=True, pack=True)
+    mask = batch.completion_mask
+    torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.entropy * mask, plain.entropy * mask, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.hidden * mask[..., None], plain.hidden * mask[..., None], atol=1e-5, rtol=1e-5)
+    assert mask.sum() > 0 and (plain.logprobs * mask).abs().sum() > 0  # the comparison is not of zeros
+
+
+def test_gradients_of_the_packed_forward_match(tiny):
+    """Each completion's loss reaches the prompt it shares with its group: the gradient of every parameter equals the plain forward's, to 1e-5 of its norm (fp32; only the
+    order of the sums differs)."""
+    batch = grouped_batch(seed=1)
+    weights = torch.randn(batch.completion_mask.shape, generator=torch.Generator().manual_seed(2))
+
+    def grads(share: bool) -> dict[str, torch.Tensor]:
+        model = copy.deepcopy(tiny).train()
+        (policy_forward(model, batch, pack=share).logprobs * weights).sum().backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, shared = grads(False), grads(True)
+    assert plain.keys() == shared.keys() and len(plain) > 10
+    for name in plain:
+        assert float((shared[name] - plain[name]).norm() / plain[name].norm()) < 1e-5, name
+
+
+def test_packing_without_repeated_prompts_and_with_one_token_or_empty_completions(tiny):
+    batch = grouped_batch(groups=3, group_size=1)  # no prompt repeats: packing still drops the padding
+    gen = torch.Generator().manual_seed(5)
+    short = [Rollout(PROBLEM, torch.randint(10, 1000, (4,), generator=gen).tolist(), [7], "", [0.0], "stop") for _ in range(3)]
+    short.append(Rollout(PROBLEM, short[0].prompt_ids, [], "", [], "stop"))  # an empty completion beside them
+    for case in (batch, collate(short, pad_id=0)):
+        with torch.no_grad():
+            torch.testing.assert_close(policy_forward(tiny, case).logprobs, policy_forward(tiny, case, pack=False).logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_packing_is_taken_for_sdpa_and_skipped_for_other_attention(tiny):
+    batch = grouped_batch()
+    assert _packed_forward(tiny, batch) is not None
+    eager = copy.deepcopy(tiny)
+    eager.config._attn_implementation = "eager"
+    assert _packed_forward(eager, batch) is None
+
+
+def test_micro_batches_keep_groups_together_and_cover_every_row_once():
+    batch = grouped_batch(groups=4, group_size=4)
+    seen = []
+    for rows, micro in micro_batches(batch, 8):
+        assert len(micro) == len(rows) == 8
+        prompts = {tuple(batch.input_ids[r, : batch.input_ids.shape[1] - batch.completion_length].tolist()) for r in rows.tolist()}
+        assert len(prompts) == 2  # two whole groups of 4
+        assert micro.input_ids.shape[1] <= batch.input_ids.shape[1]
+        seen += rows.tolist()
+    assert sorted(seen) == list(range(len(batch)))
+
+
+def test_logprobs_no_grad_puts_rows_back_in_place(tiny):
+    batch = grouped_batch(groups=4, group_size=3, seed=3)
+    with torch.no_grad():
+        whole = policy_forward(tiny, batch, pack=False).logprobs
+    torch.testing.assert_close(logprobs_no_grad(tiny, batch, micro_batch_size=5, bf16=False), whole, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,95 @@
+import math
+
+import torch
+
+from hone.learner.batch import collate
+from hone.rollout.engine import SamplingParams
+from hone.data.padding import left_pad, positions
+from hone.rollout.engine.hf import HFEngine, sampling_logprobs
+from hone.data.records import Problem, Rollout
+from hone.learner.forward import completion_logprobs
+from tests.conftest import TOKENIZER
+
+PROMPTS = [[1, 9690, 198, 2683], [1, 4093, 28, 3400, 17, 5, 12]]
+
+
+def test_left_pad_and_positions():
+    ids, mask = left_pad([[5, 6], [7, 8, 9]], pad_id=0)
+    assert ids.tolist() == [[0, 5, 6], [7, 8, 9]]
+    assert mask.tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert positions(mask).tolist() == [[0, 0, 1], [0, 1, 2]]
+
+
+def test_top_p_keeps_the_nucleus_and_renormalises():
+    # probabilities 0.5, 0.3, 0.2: top_p 0.7 keeps {0.5, 0.3} (mass before the 0.2 token is 0.8 >= 0.7)
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    probs = sampling_logprobs(logits, temperature=1.0, top_p=0.7).exp()
+    torch.testing.assert_close(probs, torch.tensor([[0.625, 0.375, 0.0]]))
+
+
+def test_greedy_matches_transformers_generate(tiny, tokenizer):
+    engine = HFEngine(tiny, tokenizer)
+    ours = engine.generate(PROMPTS, SamplingParams(max_new_tokens=8, temperature=0.0))
+    for prompt, (gen,) in zip(PROMPTS, ours):
+        ref = tiny.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        expected = ref[0, len(prompt):].tolist()
+        assert gen.completion_ids == expected[: len(gen.completion_ids)]
+        assert gen.finish_reason in {"stop", "length"}
+        assert len(gen.logprobs) == len(gen.completion_ids)
+
+
+def test_sampling_logprobs_agree_with_the_trainers_forward(tiny, tokenizer):
+    """The engine's per-token log-probs and the trainer's recomputation see the same distribution."""
+    engine = HFEngine(tiny, tokenizer)
+    groups = engine.generate(PROMPTS, SamplingParams(max_new_tokens=10, temperature=1.0, n=3, seed=1))
+    assert [len(g) for g in groups] == [3, 3]
+    problem = Problem("p", ({"role": "user", "content": "x"},), "0")
+    rollouts = [Rollout(problem, g.prompt_ids, g.completion_ids, g.text, g.logprobs, g.finish_reason) for gs in groups for g in gs]
+    batch = collate(rollouts, tokenizer.pad_token_id)
+    logprobs, _ = completion_logprobs(tiny, batch)
+    gap = ((logprobs - batch.sampling_logprobs).abs() * batch.completion_mask).max()
+    assert gap < 1e-4, f"engine and trainer disagree by {gap}"
+
+
+def test_seeded_sampling_is_reproducible_and_eos_is_kept(tiny, tokenizer):
+    engine = HFEngine(tiny, tokenizer, batch_size=2)  # several generation batches
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, n=2, seed=3)
+    first, second = engine.generate(PROMPTS, params), engine.generate(PROMPTS, params)
+    assert [[g.completion_ids for g in gs] for gs in first] == [[g.completion_ids for g in gs] for gs in second]
+    for gs in first:
+        for g in gs:
+            if g.finish_reason == "stop":
+                assert g.completion_ids[-1] in engine.eos_ids
+            else:
+                assert len(g.completion_ids) == 6
+            assert all(lp <= 0 and math.isfinite(lp) for lp in g.logprobs)
+
+
+def test_a_separate_engine_copy_takes_pushed_weights(tiny, tokenizer):
+    from hone.models import tiny_model
+
+    copy = tiny_model(TOKENIZER, hidden_size=64, num_layers=2, seed=123).eval()
+    engine = HFEngine(copy, tokenizer, shared=False)
+    params = SamplingParams(max_new_tokens=6, temperature=0.0)
+    engine.load_weights(tiny.state_dict().items())
+    assert engine.generate(PROMPTS, params)[0][0].completion_ids == HFEngine(tiny, tokenizer).generate(PROMPTS, params)[0][0].completion_ids
+
+
+def test_min_new_tokens_holds_back_the_end_of_sequence(tiny, tokenizer):
+    engine = HFEngine(tiny, tokenizer)
+    eos = engine.eos_ids[0]
+
+    def eos_likely(module, args, out):  # the end-of-sequence token almost certain at every step
+        out.logits[..., eos] += 50.0
+        return out
+
+    handle = tiny.register_forward_hook(eos_likely)
+    try:
+        early = engine.generate(PROMPTS, SamplingParams(max_new_tokens=6, temperature=1.0, n=2, seed=0))
+        held = engine.generate(PROMPTS, SamplingParams(max_new_tokens=6, temperature=1.0, n=2, seed=0, min_new_tokens=4))
+    finally:
+        handle.remove()
+    assert all(g.completion_ids == [eos] for gs in early for g in gs)
+    for g in (g for gs in held for g in gs):
+        assert eos not in g.completion_ids[:4] and g.completion_ids[4:] == [eos] and g.finish_reason == "stop"
+        assert all(math.isfinite(lp) for lp in g.logprobs)  # log-probs of the distribution sampled from
