@@ -13,6 +13,11 @@ What it guarantees:
   being handed to a worker; a job that hangs, loops, raises, or kills its own process
   (``os._exit``, segfault) yields an error result for that job only;
 * the pool keeps ``num_workers`` live workers: a killed or dead worker is replaced;
+* a worker that dies idle or while starting (killed from outside, say between two calls)
+  costs no job: a job whose worker died before starting it goes to a fresh worker, once.
+  Workers say when a job starts, so a job that started and then killed its worker is not
+  run again; one that kills it while being received (unpickling) is tried on a second
+  worker, then fails;
 * workers do not outlive the pool: ``close()``, garbage collection and interpreter exit
   all kill them, and they are daemon processes.
 
@@ -48,6 +53,9 @@ from typing import Any, Callable, Sequence
 # __main__ cannot be re-imported under spawn); we raise rather than retry forever.
 _BOOT_TIMEOUT_S = 120.0
 _READY = "ready"
+# Sent by a worker once it holds a job and before it runs it: a worker that dies before
+# saying so did not die of the job, so the job can go to another worker.
+_STARTED = "started"
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,10 @@ def _worker_main(conn: Connection) -> None:
         if msg is None:
             return
         try:
+            conn.send(_STARTED)
+        except OSError:  # parent went away
+            return
+        try:
             fn, args = msg
             reply = (True, fn(*args))
         except BaseException as exc:  # SystemExit from a job is the job's failure, not ours
@@ -109,6 +121,16 @@ class _Worker:
             self.process.kill()
         self.process.join()
         self.conn.close()
+
+
+@dataclass
+class _Dispatch:
+    """A job handed to a worker and not yet answered."""
+
+    worker: _Worker
+    job: int  # index into map's args_list
+    deadline: float  # time.monotonic() by which the result must be back
+    started: bool = False  # the worker said it holds the job and is running it
 
 
 def _kill_all(workers: list[_Worker]) -> None:
@@ -141,6 +163,7 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()  # one map() at a time; workers are not shared
         self._closed = False
+        self._has_booted = False  # a worker has started fine, so __main__ is importable in workers
         # Runs on close(), on garbage collection, and at interpreter exit (atexit).
         self._finalizer = weakref.finalize(self, _kill_all, self._workers)
 
@@ -187,9 +210,10 @@ class WorkerPool:
     def _map(self, fn: Callable[..., Any], args_list: list[tuple]) -> list[JobResult]:
         results: list[JobResult | None] = [None] * len(args_list)
         pending = deque(range(len(args_list)))
+        handed_again: set[int] = set()  # jobs already given a second worker after the first died idle
         while len(self._workers) < self.num_workers:
             self._spawn()
-        busy: dict[Connection, tuple[_Worker, int, float]] = {}  # conn -> (worker, job, deadline)
+        busy: dict[Connection, _Dispatch] = {}
 
         while pending or busy:
             idle = [w for w in self._workers if w.ready and w.conn not in busy]
@@ -205,48 +229,69 @@ class WorkerPool:
                     results[job] = JobResult(error=f"job could not be sent: {_one_line(exc)}")
                     idle.append(worker)
                 else:
-                    busy[worker.conn] = (worker, job, time.monotonic() + self.timeout_s)
+                    busy[worker.conn] = _Dispatch(worker, job, time.monotonic() + self.timeout_s)
 
-            self._wait_once(busy, results)
+            for job, error in self._wait_once(busy, results):
+                if job in handed_again:
+                    results[job] = JobResult(error=error)
+                else:
+                    handed_again.add(job)
+                    pending.appendleft(job)
         return results  # type: ignore[return-value]  # every slot is filled by now
 
     def _wait_once(
-        self, busy: dict[Connection, tuple[_Worker, int, float]], results: list[JobResult | None]
-    ) -> None:
-        """Wait for one event (a result, a worker ready, a deadline) and handle it."""
+        self, busy: dict[Connection, _Dispatch], results: list[JobResult | None]
+    ) -> list[tuple[int, str]]:
+        """Wait for one event (a job started, a result, a worker ready, a deadline) and handle it.
+
+        Returns ``(job, error)`` for each job whose worker died before starting it: the caller
+        may hand it to another worker, or report ``error``.
+        """
         booting = {w.conn: w for w in self._workers if not w.ready}
         now = time.monotonic()
-        deadlines = [d for _, _, d in busy.values()]
+        deadlines = [d.deadline for d in busy.values()]
         deadlines += [w.started_at + _BOOT_TIMEOUT_S for w in booting.values()]
         timeout = max(0.0, min(deadlines) - now) if deadlines else None
         ready_conns = wait([*busy, *booting], timeout=timeout)
 
+        lost: list[tuple[int, str]] = []
         for conn in ready_conns:
             if conn in booting:
                 self._on_boot_message(booting[conn])
                 continue
-            worker, job, _ = busy.pop(conn)
+            dispatch = busy[conn]
             try:
-                ok, payload = conn.recv()
+                msg = conn.recv()
             except (EOFError, OSError):
-                worker.process.join(timeout=5.0)
-                code = worker.process.exitcode
-                results[job] = JobResult(error=f"worker died (exit code {code})")
-                self._replace(worker)
+                del busy[conn]
+                dispatch.worker.process.join(timeout=5.0)
+                error = f"worker died (exit code {dispatch.worker.process.exitcode})"
+                self._replace(dispatch.worker)
+                if dispatch.started:
+                    results[dispatch.job] = JobResult(error=error)
+                else:
+                    lost.append((dispatch.job, error))
             except Exception as exc:  # result arrived whole but would not unpickle here
-                results[job] = JobResult(error=f"result could not be received: {_one_line(exc)}")
+                del busy[conn]
+                results[dispatch.job] = JobResult(error=f"result could not be received: {_one_line(exc)}")
             else:
-                results[job] = JobResult(value=payload) if ok else JobResult(error=payload)
+                if msg == _STARTED:
+                    dispatch.started = True
+                    continue
+                del busy[conn]
+                ok, payload = msg
+                results[dispatch.job] = JobResult(value=payload) if ok else JobResult(error=payload)
 
         now = time.monotonic()
-        for conn, (worker, job, deadline) in list(busy.items()):
-            if deadline <= now:
+        for conn, dispatch in list(busy.items()):
+            if dispatch.deadline <= now:
                 del busy[conn]
-                results[job] = JobResult(error=f"timeout after {self.timeout_s:g}s")
-                self._replace(worker)
+                results[dispatch.job] = JobResult(error=f"timeout after {self.timeout_s:g}s")
+                self._replace(dispatch.worker)
         for worker in booting.values():
             if not worker.ready and now - worker.started_at > _BOOT_TIMEOUT_S:
                 raise RuntimeError(f"worker process did not start within {_BOOT_TIMEOUT_S:g}s")
+        return lost
 
     def _on_boot_message(self, worker: _Worker) -> None:
         try:
@@ -254,6 +299,11 @@ class WorkerPool:
         except (EOFError, OSError):
             worker.process.join(timeout=5.0)
             code = worker.process.exitcode
+            if self._has_booted and code is not None and code < 0:
+                # Killed by a signal while starting, in a pool whose workers start fine: the
+                # kill came from outside (between two map calls, say), so start another.
+                self._replace(worker)
+                return
             # Usually the parent's __main__ cannot be re-imported under spawn; retrying
             # would fail the same way forever.
             raise RuntimeError(
@@ -264,3 +314,4 @@ class WorkerPool:
         if msg != _READY:
             raise RuntimeError(f"worker sent {msg!r} during startup; expected {_READY!r}")
         worker.ready = True
+        self._has_booted = True

@@ -6,6 +6,7 @@ import gc
 import operator
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -92,14 +93,45 @@ def test_system_exit_in_job_is_an_error_not_a_dead_worker(pool):
     assert set(pool.worker_pids()) == pids
 
 
-def test_worker_killed_while_idle_is_replaced_without_failing_a_job(pool):
-    pool.map(fixtures.getpid, [()])
-    victim = pool.worker_pids()[0]
-    os.kill(victim, signal.SIGKILL)
-    time.sleep(0.1)
+def test_job_that_kills_its_worker_runs_once(pool, tmp_path):
+    log = tmp_path / "runs.txt"
+    assert pool.map(fixtures.note_then_exit, [(str(log), 3)]) == [JobResult(error="worker died (exit code 3)")]
+    assert log.read_text() == "ran\n"  # it had started, so it is not handed out again
+
+
+def test_job_that_kills_its_worker_while_being_received_is_handed_out_once_more(pool, tmp_path):
+    log = tmp_path / "runs.txt"
+    [result] = pool.map(fixtures.square_after, [(fixtures.NoteThenExitOnUnpickle(str(log), 5), 0.0)])
+    assert result == JobResult(error="worker died (exit code 5)")
+    assert log.read_text() == "ran\n" * 2  # a second worker, then an error: not retried forever
+
+
+def test_worker_killed_while_idle_costs_no_job(pool):
+    [victim] = [r.value for r in pool.map(fixtures.getpid, [()])]  # a worker that has started
+    os.kill(victim, signal.SIGKILL)  # no wait: the next job may reach its pipe before the worker is gone
     results = pool.map(fixtures.square_after, [(k, 0.0) for k in range(4)])
     assert [r.value for r in results] == [0, 1, 4, 9]
     assert victim not in pool.worker_pids()
+
+
+def test_job_written_to_a_worker_that_dies_before_reading_it_goes_to_a_fresh_worker():
+    with WorkerPool(num_workers=1, timeout_s=5.0) as p:
+        [victim] = [r.value for r in p.map(fixtures.getpid, [()])]
+        os.kill(victim, signal.SIGSTOP)
+        os.waitpid(victim, os.WUNTRACED)  # stopped: the next job waits unread in its pipe
+        killer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
+        killer.start()
+        results = p.map(fixtures.square_after, [(3, 0.0), (4, 0.0)])
+        killer.join()
+    assert results == [JobResult(value=9), JobResult(value=16)]
+
+
+def test_worker_killed_while_starting_is_started_again():
+    with WorkerPool(num_workers=1, timeout_s=5.0) as p:
+        p.map(fixtures.hard_exit, [(3,)])  # the dead worker's replacement is starting when map returns
+        [starting] = p.worker_pids()
+        os.kill(starting, signal.SIGKILL)
+        assert p.map(fixtures.square_after, [(3, 0.0)]) == [JobResult(value=9)]
 
 
 def test_unpicklable_fn_args_and_result(pool):
