@@ -34,7 +34,13 @@ logger = logging.getLogger(__name__)
 
 
 class RewardFn(Protocol):
-    """A batched reward: one score (or ``None`` for "could not score") per completion."""
+    """A batched reward: one score (or ``None`` for "could not score") per completion.
+
+    By default a score is a verdict, where full credit (>= 1) means correct. A function whose
+    score is graded instead (a sentiment in [-1, 1], say, which never reaches 1) sets the
+    attribute ``continuous = True``; held-out evaluation then reports its mean score and leaves
+    out accuracy and pass@k, which would read 0 whatever the policy learned.
+    """
 
     def __call__(self, completions: Sequence[str], references: Sequence[str]) -> list[float | None]: ...
 
@@ -132,9 +138,10 @@ class RewardScorer:
         self.components = list(components)
         self.pool = pool
 
-    def score_rollouts(self, rollouts: Sequence[Any]) -> RewardResult:
-        """Score :class:`~hone.data.records.Rollout` records: each completion's text against its problem's answer."""
-        return self([r.text for r in rollouts], [r.problem.answer for r in rollouts])
+    def score(self, trajectories: Sequence[Any]) -> RewardResult:
+        """Score :class:`~hone.data.records.Trajectory` records: each one's ``text`` (its final model
+        turn) against its problem's answer."""
+        return self([t.text for t in trajectories], [t.problem.answer for t in trajectories])
 
     def __call__(self, completions: Sequence[str], references: Sequence[str]) -> RewardResult:
         if len(completions) != len(references):

@@ -28,3 +28,6 @@ def vader_sentiment(completions: Sequence[str], references: Sequence[str]) -> li
     """
     analyzer = _analyzer()
     return [float(analyzer.polarity_scores(text)["compound"]) for text in completions]
+
+
+vader_sentiment.continuous = True  # a graded score, never full credit: see hone.rewards.base.RewardFn

@@ -16,6 +16,7 @@ sequence-classification heads of transformers look for the last non-padding toke
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -27,9 +28,13 @@ import torch
 from hone.algorithms import bradley_terry_loss, pairwise_accuracy
 from hone.watch.checkpoint import save_checkpoint
 from hone.data.padding import left_pad, positions
-from hone.data.records import PreferencePair, Rollout
+from hone.data.records import PreferencePair, Trajectory
 from hone.rewards import RewardResult
+from hone.rewards.base import _check_scores
+from hone.rewards.pool import _one_line
 from hone.runtime import autocast, device_of
+
+logger = logging.getLogger(__name__)
 
 
 def load_reward_model(spec: str, *, base: bool = False):
@@ -78,10 +83,13 @@ def score_texts(model, tokenizer, prompts: Sequence[Sequence[dict]], answers: Se
 
 
 class RewardModelScorer:
-    """Scores rollouts with a reward model (component ``reward_model``) plus the run's other rewards.
+    """Scores trajectories with a reward model (component ``reward_model``) plus the run's other rewards.
 
     The other components (``text_scorer``, a ``RewardScorer``) are scored as usual and added with
     their weights, so a gold score can ride along at weight 0 and be logged beside the proxy.
+    The reward model is held to the rule every reward follows: a batch whose forward raises (out of
+    memory, say) and a non-finite score are ``None`` for the items concerned, counted in
+    ``faults["reward_model"]`` and logged, never a crash and never 0.
     """
 
     name = "reward_model"
@@ -90,12 +98,33 @@ class RewardModelScorer:
         self.model, self.tokenizer, self.weight = model.eval().requires_grad_(False), tokenizer, weight
         self.text_scorer, self.bf16, self.batch_size = text_scorer, bf16, batch_size
 
-    def score_rollouts(self, rollouts: Sequence[Rollout]) -> RewardResult:
-        proxy = score_texts(self.model, self.tokenizer, [r.problem.messages for r in rollouts], [r.text for r in rollouts],
-                            batch_size=self.batch_size, bf16=self.bf16)
-        rest = self.text_scorer.score_rollouts(rollouts)
-        total = [None if t is None else self.weight * p + t for p, t in zip(proxy, rest.total)]
-        return RewardResult(total=total, components={self.name: proxy, **rest.components}, faults={self.name: 0, **rest.faults})
+    def score(self, trajectories: Sequence[Trajectory]) -> RewardResult:
+        """Each trajectory's prompt and final model turn (``.text``) through the reward model, plus the text rewards."""
+        proxy = self._proxy(trajectories)
+        rest = self.text_scorer.score(trajectories)
+        total = [None if p is None or t is None else self.weight * p + t for p, t in zip(proxy, rest.total)]
+        faults = sum(p is None for p in proxy)
+        return RewardResult(total=total, components={self.name: proxy, **rest.components}, faults={self.name: faults, **rest.faults})
+
+    def _proxy(self, trajectories: Sequence[Trajectory]) -> list[float | None]:
+        """The reward model's scores, one forward batch at a time so that a batch that raises masks only itself."""
+        out: list[float | None] = []
+        first_problem = None
+        for i in range(0, len(trajectories), self.batch_size):
+            batch = trajectories[i : i + self.batch_size]
+            try:
+                values = score_texts(self.model, self.tokenizer, [t.problem.messages for t in batch], [t.text for t in batch],
+                                     batch_size=self.batch_size, bf16=self.bf16)
+            except Exception as exc:
+                scores, problem = [None] * len(batch), f"raised {_one_line(exc)}"
+            else:
+                scores, problem = _check_scores(values, len(batch))
+            out += scores
+            first_problem = first_problem or problem
+        faults = sum(s is None for s in out)
+        if faults:  # the same line RewardScorer logs for any other reward
+            logger.warning("reward %r: %d/%d items could not be scored (first: %s)", self.name, faults, len(out), first_problem)
+        return out
 
 
 @dataclass

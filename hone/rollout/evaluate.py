@@ -1,4 +1,5 @@
-"""Held-out evaluation: greedy accuracy and pass@k with the unbiased estimator."""
+"""Held-out evaluation: greedy accuracy and pass@k with the unbiased estimator, or, for a judge whose
+score is continuous rather than a verdict (see :class:`~hone.rewards.base.RewardFn`), its mean score."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from pathlib import Path
 from hone.rollout.engine import Engine, SamplingParams
 from hone.rollout.envs import Environment
 from hone.watch.metrics import pass_at_k
-from hone.data.records import Problem, Rollout
+from hone.data.records import Problem, ScoredGroup, Trajectory
+from hone.rewards import load_reward_fn
 
 
 @dataclass
 class EvalReport:
-    metrics: dict[str, float]  # eval/accuracy, eval/unscored, eval/length, eval/pass@k
-    greedy: list[Rollout]  # the greedy answer to every problem, to read what the model actually says
+    metrics: dict[str, float]  # eval/reward, eval/unscored, eval/length, eval/sampled_reward; for a verdict also eval/accuracy, eval/pass@k
+    greedy: list[Trajectory]  # the greedy answer to every problem, to read what the model actually says
 
 
-def write_samples(rollouts: list[Rollout], path) -> None:
+def write_samples(rollouts: list[Trajectory], path) -> None:
     """One JSON row per greedy answer: problem, reference, completion, reward."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,34 +44,47 @@ def evaluate(
     pass_k: tuple[int, ...] = (),
     pass_k_size: int = 0,
     seed: int = 0,
+    continuous: bool = False,
 ) -> EvalReport:
-    """``eval/accuracy`` of greedy answers over the problems that could be scored, the count of
-    unscored ones, and ``eval/pass@k`` from ``samples`` sampled answers on the first ``pass_k_size`` problems."""
+    """``eval/reward``, the mean judge score of greedy answers over the problems that could be scored,
+    the count of unscored ones, and ``eval/sampled_reward`` from ``samples`` sampled answers on the first
+    ``pass_k_size`` problems. For a verdict, ``eval/accuracy`` of the greedy answers and ``eval/pass@k``
+    of the samples too; a ``continuous`` score never reaches full credit, so those would read 0 whatever
+    the policy learned, and are left out."""
     groups = env.rollout(problems, engine, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, n=1))
-    verdicts = [is_correct(g.rollouts[0].reward) for g in groups]
-    scored = [v for v in verdicts if v is not None]
-    out = {
-        "eval/accuracy": sum(scored) / len(scored) if scored else float("nan"),
-        "eval/unscored": float(len(verdicts) - len(scored)),
-        "eval/length": sum(len(g.rollouts[0].completion_ids) for g in groups) / max(1, len(groups)),
-        **reward_means([g.rollouts[0] for g in groups], "eval/reward"),
+    greedy = [g.rollouts[0] for g in groups]
+    out = {} if continuous else {"eval/accuracy": accuracy(greedy)}
+    out |= {
+        "eval/unscored": float(sum(r.reward is None for r in greedy)),
+        "eval/length": sum(len(r.completion_ids) for r in greedy) / max(1, len(greedy)),
+        **reward_means(greedy, "eval/reward"),
     }
     if samples > 0 and pass_k_size > 0:
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, n=samples, seed=seed)
         sampled = env.rollout(problems[:pass_k_size], engine, params)
         out.update(reward_means([r for g in sampled for r in g.rollouts], "eval/sampled_reward"))
-        for k in pass_k:
-            values = []
-            for group in sampled:
-                judged = [is_correct(r.reward) for r in group.rollouts]
-                judged = [v for v in judged if v is not None]
-                if len(judged) >= k:
-                    values.append(pass_at_k(len(judged), sum(judged), k))
-            out[f"eval/pass@{k}"] = sum(values) / len(values) if values else float("nan")
-    return EvalReport(out, [g.rollouts[0] for g in groups])
+        if not continuous:
+            out.update({f"eval/pass@{k}": mean_pass_at_k(sampled, k) for k in pass_k})
+    return EvalReport(out, greedy)
 
 
-def reward_means(rollouts: list[Rollout], prefix: str) -> dict[str, float]:
+def accuracy(rollouts: list[Trajectory]) -> float:
+    """Share of full-credit answers among the rollouts that could be scored (NaN when none could)."""
+    verdicts = [v for v in (is_correct(r.reward) for r in rollouts) if v is not None]
+    return sum(verdicts) / len(verdicts) if verdicts else float("nan")
+
+
+def mean_pass_at_k(groups: list[ScoredGroup], k: int) -> float:
+    """Unbiased pass@k averaged over the groups with at least ``k`` scored samples (NaN when none has)."""
+    values = []
+    for group in groups:
+        judged = [v for v in (is_correct(r.reward) for r in group.rollouts) if v is not None]
+        if len(judged) >= k:
+            values.append(pass_at_k(len(judged), sum(judged), k))
+    return sum(values) / len(values) if values else float("nan")
+
+
+def reward_means(rollouts: list[Trajectory], prefix: str) -> dict[str, float]:
     """Mean total reward (``prefix``) and mean of each component (``prefix/name``) over the scored rollouts."""
     def mean(values):
         values = [v for v in values if v is not None]
@@ -82,9 +97,11 @@ def reward_means(rollouts: list[Rollout], prefix: str) -> dict[str, float]:
 
 
 def evaluate_as_configured(cfg, env: Environment, engine: Engine, problems: list[Problem]) -> EvalReport:
-    """:func:`evaluate` with the knobs a run's Config sets (``eval`` section, rollout temperature, seed)."""
+    """:func:`evaluate` with the knobs a run's Config sets (``eval`` section, rollout temperature, seed), and
+    ``continuous`` as the judge (``eval.reward``) declares it."""
     return evaluate(
         env, engine, problems,
         max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
         samples=cfg.eval.samples, pass_k=tuple(cfg.eval.pass_k), pass_k_size=cfg.eval.pass_k_size, seed=cfg.train.seed,
+        continuous=getattr(load_reward_fn(cfg.eval.reward), "continuous", False),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pytest
 
@@ -54,6 +55,17 @@ def test_none_propagates_to_total_and_is_counted(maybe_pool):
     assert result.components["ref"] == [None, 1.0]
     assert result.total == [None, 2.0]  # 1*1 + 1*1
     assert result.faults == {"yes": 0, "ref": 1}
+
+
+def test_score_judges_each_trajectorys_text_against_its_problems_answer():
+    # Stand-ins for hone.data.records.Trajectory: the scorer reads only .text and .problem.answer.
+    def trajectory(text, answer):
+        return SimpleNamespace(text=text, problem=SimpleNamespace(answer=answer), prompt_ids=[1], completion_ids=[2])
+
+    scorer = RewardScorer([RewardComponent("yes", fixtures.is_yes), RewardComponent("ref", fixtures.none_if_unknown_ref)], None)
+    result = scorer.score([trajectory("yes", "ok"), trajectory("no", "ok"), trajectory("yes", "?")])
+    assert result.components == {"yes": [1.0, 0.0, 1.0], "ref": [1.0, 1.0, None]}
+    assert result.total == [2.0, 1.0, None]
 
 
 def test_in_pool_a_raising_item_masks_only_itself(pool, caplog):
@@ -150,6 +162,12 @@ def test_load_reward_fn_builtins_and_paths():
     assert load_reward_fn("exact_number") is math_rewards.exact_number
     assert load_reward_fn("format_number_only") is math_rewards.format_number_only
     assert load_reward_fn("tests.rewards.fixtures:is_yes") is fixtures.is_yes
+
+
+def test_continuous_rewards_say_so():
+    # a graded score (evaluation reports its mean) versus a verdict (evaluation reports accuracy)
+    assert load_reward_fn("vader_sentiment").continuous is True
+    assert getattr(load_reward_fn("math_verify"), "continuous", False) is False
 
 
 def test_load_reward_fn_errors():

@@ -1,11 +1,14 @@
 """Reward model: training on preferences a tiny model can learn, and loading the saved folder with plain transformers."""
 
+import logging
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hone.config import RewardModelConfig
-from hone.data.records import PreferencePair, Rollout, Problem
+from hone.data.records import PreferencePair, Problem
 from hone.rlhf.reward_model import RewardModelScorer, load_reward_model, score_texts, train_reward_model
 from hone.rewards import RewardComponent, RewardScorer
 
@@ -45,14 +48,65 @@ def test_reward_model_learns_pairs_and_scores_the_same_after_loading(tiny_folder
     assert (ours[0] > ours[1]) != flip
 
 
+PROBLEM = Problem("p", ({"role": "user", "content": "hi"},), "")
+
+
+def _trajectories(*texts):
+    # stand-ins for hone.data.records.Trajectory: the scorer reads the problem's prompt and the final model turn
+    return [SimpleNamespace(problem=PROBLEM, text=t, prompt_ids=[1], completion_ids=[2]) for t in texts]
+
+
+def _length_scorer():
+    return RewardScorer([RewardComponent("length", lambda c, r: [float(len(x)) for x in c], 0.0)], None)
+
+
 def test_reward_model_scorer_adds_text_rewards_and_logs_both(tiny_folder):
     model, tokenizer = load_reward_model(str(tiny_folder), base=True)
-    text = RewardScorer([RewardComponent("length", lambda c, r: [float(len(x)) for x in c], 0.0)], None)
-    scorer = RewardModelScorer(model, tokenizer, 2.0, text)
-    problem = Problem("p", ({"role": "user", "content": "hi"},), "")
-    rollouts = [Rollout(problem, [1], [2], t, [0.0], "stop") for t in ("abc", "de")]
-    result = scorer.score_rollouts(rollouts)
+    scorer = RewardModelScorer(model, tokenizer, 2.0, _length_scorer())
+    result = scorer.score(_trajectories("abc", "de"))
     proxy = result.components["reward_model"]
     assert result.components["length"] == [3.0, 2.0]
     assert result.total == pytest.approx([2.0 * proxy[0], 2.0 * proxy[1]])  # the text reward has weight 0
-    assert proxy == pytest.approx(score_texts(model, tokenizer, [problem.messages] * 2, ["abc", "de"]))
+    assert proxy == pytest.approx(score_texts(model, tokenizer, [PROBLEM.messages] * 2, ["abc", "de"]))
+    assert result.faults == {"reward_model": 0, "length": 0}
+
+
+def test_reward_model_that_raises_masks_its_batch_and_counts_it(tiny_folder, monkeypatch, caplog):
+    model, tokenizer = load_reward_model(str(tiny_folder), base=True)
+    forward, calls = model.forward, []
+
+    def second_batch_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory\nallocator details")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", second_batch_fails)
+    scorer = RewardModelScorer(model, tokenizer, 2.0, _length_scorer(), batch_size=1)  # one item per forward
+    with caplog.at_level(logging.WARNING):
+        result = scorer.score(_trajectories("abc", "de", "f"))
+    proxy = result.components["reward_model"]
+    assert proxy[1] is None and None not in (proxy[0], proxy[2])
+    assert result.total[1] is None  # masked, not 0
+    assert result.faults == {"reward_model": 1, "length": 0}
+    assert result.components["length"] == [3.0, 2.0, 1.0]  # the other rewards are still scored
+    assert "reward 'reward_model': 1/3 items could not be scored (first: raised RuntimeError: out of memory)" in caplog.text
+
+
+def test_reward_model_non_finite_score_is_masked_and_counted(tiny_folder, monkeypatch, caplog):
+    model, tokenizer = load_reward_model(str(tiny_folder), base=True)
+    forward = model.forward
+
+    def nan_for_second_item(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits[1] = float("nan")
+        return out
+
+    monkeypatch.setattr(model, "forward", nan_for_second_item)
+    scorer = RewardModelScorer(model, tokenizer, 2.0, _length_scorer())
+    with caplog.at_level(logging.WARNING):
+        result = scorer.score(_trajectories("abc", "de", "f"))
+    assert result.components["reward_model"][1] is None
+    assert [t is None for t in result.total] == [False, True, False]
+    assert result.faults == {"reward_model": 1, "length": 0}
+    assert "reward 'reward_model': 1/3 items could not be scored (first: returned nan; expected a finite float or None)" in caplog.text
