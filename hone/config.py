@@ -66,6 +66,9 @@ class RolloutConfig:
     batch_size: int = 64  # sequences generated per forward batch
     bf16: bool = True  # generate in bfloat16
     compile: bool = False  # vllm only: compiled generation, ~25% faster on CPU after ~40 s of compiling at the first start (~12 s later, cached)
+    max_model_len: int | None = None  # vllm only: longest prompt + completion it plans for; None: the task's longest prompt + the generation budget
+    gpu_memory_utilization: float = 0.3  # vllm on GPU only: share of GPU memory for weights and KV cache, in (0, 1]
+    kv_cache_gib: float = 1.0  # vllm on CPU only: GiB of memory for the KV cache (VLLM_CPU_KVCACHE_SPACE, whole GiB, at least 1)
 
     def __post_init__(self) -> None:
         _coerce(self)
@@ -73,6 +76,30 @@ class RolloutConfig:
         _above(self, temperature=0)
         _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]", self.top_p)
         _require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens", f"must be in [0, max_new_tokens={self.max_new_tokens}]", self.min_new_tokens)
+        _require(self.max_model_len is None or self.max_model_len > self.max_new_tokens, "max_model_len",
+                 f"must be above max_new_tokens={self.max_new_tokens} (or null: derived from the task)", self.max_model_len)
+        _require(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization", "must be in (0, 1]", self.gpu_memory_utilization)
+        _require(self.kv_cache_gib >= 1, "kv_cache_gib", "must be at least 1 (GiB)", self.kv_cache_gib)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The environment that runs each episode (``hone.rollout.envs``)."""
+
+    name: Literal["single_turn", "tools"] = "single_turn"  # single_turn: one answer per prompt; tools: the model may call tools between turns
+    max_turns: int = 3  # tools: model turns per episode at most (each tool result is followed by another model turn)
+    tools: tuple[str, ...] = ("calculator", "python")  # tools: which the model may call ("calculator", "python": Python in hone.sandbox)
+    tool_timeout_s: float = 5.0  # tools: wall-clock limit of one Python run
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _at_least(self, max_turns=1)
+        _above(self, tool_timeout_s=0)
+        _require(len(self.tools) > 0 and set(self.tools) <= {"calculator", "python"}, "tools",
+                 "must be a non-empty list of 'calculator', 'python'", self.tools)
+        if self.name == "single_turn":
+            for name in ("max_turns", "tools", "tool_timeout_s"):
+                _inapplicable(self, name, "applies only to env.name=tools")
 
 
 @dataclass(frozen=True)
@@ -80,7 +107,7 @@ class AlgorithmConfig:
     """The RL objective; variant names are looked up in the ``hone.algorithms`` registries."""
 
     name: Literal["grpo", "ppo"] = "grpo"  # grpo: outcome advantages from group baselines (Shao et al. 2024); ppo: a critic and GAE (Schulman et al. 2017)
-    advantage: str = "grpo"  # outcome advantage estimator for grpo, a name in OUTCOME_ADVANTAGES
+    advantage: str | None = None  # a name in ADVANTAGE_ESTIMATORS; null = the variant's own (grpo: grpo, ppo: gae)
     policy_loss: str = "ppo_clip"  # a name in POLICY_LOSSES (ppo_clip: Schulman et al. 2017)
     loss_agg: str = "token-mean"  # how token losses become one number, a name in LOSS_AGGREGATIONS
     clip_low: float = 0.2  # ratio clipped below at 1 - clip_low (Schulman et al. 2017)
@@ -107,8 +134,13 @@ class AlgorithmConfig:
     def __post_init__(self) -> None:
         from hone import algorithms as alg  # lazily: `import hone.config` stays free of torch
 
+        from hone.algorithms.variants import VARIANTS
+
         _coerce(self)
-        for name, registry in [("advantage", alg.OUTCOME_ADVANTAGES), ("policy_loss", alg.POLICY_LOSSES),
+        variant = VARIANTS.get(self.name)
+        if self.advantage is None:
+            object.__setattr__(self, "advantage", variant.default_advantage)
+        for name, registry in [("advantage", alg.ADVANTAGE_ESTIMATORS), ("policy_loss", alg.POLICY_LOSSES),
                                ("loss_agg", alg.LOSS_AGGREGATIONS), ("kl_estimator", alg.KL_ESTIMATORS)]:
             try:
                 registry.get(getattr(self, name))
@@ -123,6 +155,16 @@ class AlgorithmConfig:
         _require(0 <= self.lam <= 1, "lam", "must be in [0, 1]", self.lam)
         rule = "needs kl_coef > 0: it is the controller's starting value"
         _require(self.kl_target is None or self.kl_coef > 0, "kl_target", rule, self.kl_target)
+        needs_critic = alg.ADVANTAGE_ESTIMATORS.get(self.advantage).needs_critic
+        rule = (f"needs a critic, which algorithm.name={self.name} does not train; use name ppo" if needs_critic else
+                f"is an outcome estimator, but algorithm.name={self.name} trains a critic for gae; use name grpo")
+        _require(needs_critic == variant.critic, "advantage", rule, self.advantage)
+        for other in VARIANTS.names():
+            for name in set(VARIANTS.get(other).only_fields) - set(variant.only_fields):
+                _inapplicable(self, name, f"applies only to algorithm.name={other}, not {self.name}")
+        if self.kl_coef == 0:
+            for name in ("kl_estimator", "kl_in_reward", "kl_horizon"):
+                _inapplicable(self, name, "has no effect with kl_coef 0 (no reference model runs)")
 
 
 @dataclass(frozen=True)
@@ -174,7 +216,7 @@ class TrainConfig:
     lr: float = 1e-5  # AdamW learning rate
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     betas: tuple[float, ...] = (0.9, 0.999)  # AdamW (beta1, beta2)
-    warmup_steps: int = 0  # linear learning-rate warmup steps
+    warmup_steps: int = 0  # linear learning-rate warmup, in training steps (each may take several optimizer steps); the policy's counts from the end of critic.warmup_steps
     max_grad_norm: float = 1.0  # gradient norm clip
     micro_batch_size: int = 16  # sequences per forward/backward; gradients accumulate across them
     bf16: bool = True  # bfloat16 autocast (also on CPU)
@@ -182,13 +224,15 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None uses all cores
     skip_zero_advantage: bool = True  # leave rows with all-zero advantages out of forward/backward when no KL, entropy or value term could move them (same gradient)
     keep_freed_memory: bool = True  # glibc: reuse freed heap memory instead of fresh pages at every step (hone.runtime)
+    resume: bool = False  # continue the run from the newest checkpoint in its run folder (output.save_every sets how often they are written)
+    nonfinite_limit: int = 3  # stop the run after this many updates in a row skipped for a non-finite loss or gradient
     device: str = "auto"  # where the policy, reference and critic train: auto (cuda where available, else cpu), cpu, cuda, cuda:N
     compile: bool = False  # torch.compile the decoder layers for the update and reference forwards (hone.runtime): ~4% faster forward+backward on CPU (4.96 -> 4.75 s on the benchmark's batches), after ~25 s compiling in the first steps
     lora: LoraConfig = field(default_factory=LoraConfig)  # low-rank adapters
 
     def __post_init__(self) -> None:
         _coerce(self)
-        _at_least(self, steps=1, weight_decay=0, warmup_steps=0, micro_batch_size=1, threads=1)
+        _at_least(self, steps=1, weight_decay=0, warmup_steps=0, micro_batch_size=1, threads=1, nonfinite_limit=1)
         _above(self, lr=0, max_grad_norm=0)
         ok = len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)
         _require(ok, "betas", "must be two numbers [beta1, beta2], each in [0, 1)", self.betas)
@@ -299,6 +343,7 @@ class OutputConfig:
     keep_last: int = 2  # checkpoints kept on disk; older ones are deleted
     plot: bool = True  # write metric plots next to the metrics file
     progress: bool = True  # show a live progress display
+    loggers: tuple[Literal["tensorboard", "trackio"], ...] = ()  # also log metrics there (pip install hone[tensorboard] / hone[trackio])
 
     def __post_init__(self) -> None:
         _coerce(self)
@@ -313,6 +358,7 @@ class Config:
     name: str = "run"  # run name, used in the output directory
     model: str = "smollm2-135m-instruct"  # alias, GGUF file, local HF folder or hub id (see hone.models)
     task: TaskConfig = field(default_factory=TaskConfig)  # the problems
+    env: EnvConfig = field(default_factory=EnvConfig)  # the environment that runs each episode
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # sampling completions
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)  # the RL objective
     train: TrainConfig = field(default_factory=TrainConfig)  # the optimizer
@@ -321,10 +367,17 @@ class Config:
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)  # `hone rm train` and `hone rlhf`
     eval: EvalConfig = field(default_factory=EvalConfig)  # held-out evaluation
     output: OutputConfig = field(default_factory=OutputConfig)  # checkpoints, metrics, plots
+    hooks: tuple[str, ...] = ()  # your own hooks, "package.module:object" (a Hook, or a class made with no arguments; hone.watch.hooks)
 
     def __post_init__(self) -> None:
+        from hone.algorithms.variants import VARIANTS
+
         _coerce(self)
         _non_empty(self, "name", "model")
+        rule = f"applies only to algorithm.name=ppo (a critic), not {self.algorithm.name}; leave the critic section out"
+        _require(VARIANTS.get(self.algorithm.name).critic or self.critic == CriticConfig(), "critic", rule, config_to_dict(self.critic))
+        for spec in self.hooks:
+            _require(spec.count(":") == 1, "hooks", "each must be 'package.module:object'", spec)
         cap, buffer = self.rollout.max_new_tokens, self.algorithm.overlong_buffer
         rule = f"must be < rollout.max_new_tokens ({cap})"
         _require(buffer < cap, "algorithm.overlong_buffer", rule, buffer)
@@ -364,6 +417,12 @@ def _above(section: Any, **bounds: float) -> None:
     for name, low in bounds.items():
         value = getattr(section, name)
         _require(value is None or value > low, name, f"must be > {low}", value)
+
+
+def _inapplicable(section: Any, name: str, why: str) -> None:
+    """A field left at its default where it would be ignored: setting it there is a mistake worth a message."""
+    default = next(f.default for f in fields(section) if f.name == name)
+    _require(getattr(section, name) == default, name, f"{why} (leave it at {show(default)})", getattr(section, name))
 
 
 def _non_empty(section: Any, *names: str) -> None:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from hone.algorithms import OUTCOME_ADVANTAGES
+from hone.algorithms import ADVANTAGE_ESTIMATORS
 from hone.config import (
     AlgorithmConfig,
     Config,
@@ -168,7 +168,7 @@ def test_later_overrides_win():
 def test_unknown_key_suggests_the_closest():
     assert _override_error("train.lrr=1e-5") == (
         "unknown config key 'train.lrr'; did you mean 'train.lr'? expected one of: "
-        "betas, bf16, compile, device, keep_freed_memory, lora, lr, max_grad_norm, micro_batch_size, seed, skip_zero_advantage, steps, threads, warmup_steps, weight_decay"
+        "betas, bf16, compile, device, keep_freed_memory, lora, lr, max_grad_norm, micro_batch_size, nonfinite_limit, resume, seed, skip_zero_advantage, steps, threads, warmup_steps, weight_decay"
     )
 
 
@@ -176,7 +176,7 @@ def test_unknown_key_in_a_recipe_names_the_file(tmp_path):
     path = _write(tmp_path, "trian:\n  lr: 1e-5\n")
     assert _error(load_config, path) == (
         f"recipe file '{path}': unknown config key 'trian'; did you mean 'train'? expected one of: "
-        "algorithm, critic, eval, model, name, output, reward_model, rewards, rollout, task, train"
+        "algorithm, critic, env, eval, hooks, model, name, output, reward_model, rewards, rollout, task, train"
     )
 
 
@@ -187,7 +187,7 @@ def test_unknown_key_in_the_wrong_section_points_to_the_right_one():
 
 def test_unknown_key_without_a_close_match():
     assert _override_error("output.zzz=1") == (
-        "unknown config key 'output.zzz'; expected one of: dir, keep_last, plot, progress, save_every"
+        "unknown config key 'output.zzz'; expected one of: dir, keep_last, loggers, plot, progress, save_every"
     )
 
 
@@ -253,7 +253,7 @@ def test_range_errors_name_the_field_rule_and_value(override, message):
 
 
 def test_unknown_advantage_lists_the_registered_names():
-    expected = ", ".join(OUTCOME_ADVANTAGES.names())
+    expected = ", ".join(ADVANTAGE_ESTIMATORS.names())
     assert _override_error("algorithm.advantage=ppo") == (
         f"algorithm.advantage: unknown advantage estimator 'ppo'; expected one of: {expected}"
     )
@@ -348,3 +348,15 @@ def test_min_new_tokens_must_fit_the_budget():
     assert _override_error("rollout.max_new_tokens=16", "rollout.min_new_tokens=17") == (
         "rollout.min_new_tokens: must be in [0, max_new_tokens=16], got 17"
     )
+
+
+def test_a_field_the_chosen_variant_ignores_is_an_error():
+    assert _override_error("algorithm.gamma=0.9") == (
+        "algorithm.gamma: applies only to algorithm.name=ppo, not grpo (leave it at 1.0), got 0.9")
+    assert _override_error("algorithm.advantage=gae").startswith("algorithm.advantage: needs a critic")
+    assert _override_error("algorithm.name=ppo", "algorithm.advantage=rloo").startswith("algorithm.advantage: is an outcome estimator")
+    assert _override_error("algorithm.kl_in_reward=true").startswith("algorithm.kl_in_reward: has no effect with kl_coef 0")
+    assert _override_error("critic.kind=shared").startswith("critic: applies only to algorithm.name=ppo")
+    assert _override_error("env.max_turns=5").startswith("env.max_turns: applies only to env.name=tools")
+    assert load_config(None, ["algorithm.name=ppo"]).algorithm.advantage == "gae"  # the variant's own estimator
+    assert load_config(None, ["algorithm.name=ppo", "critic.kind=shared", "algorithm.gamma=0.9"]).algorithm.gamma == 0.9

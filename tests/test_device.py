@@ -16,7 +16,7 @@ from hone.config import load_config
 from hone.rollout.engine import SamplingParams
 from hone.rollout.engine.hf import HFEngine
 from hone.learner.forward import policy_forward
-from hone.data.records import Problem, Rollout
+from hone.data.records import Problem, Trajectory
 from tests.learner.test_forward import grouped_batch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -62,7 +62,7 @@ def test_generation_on_the_gpu(tiny, tokenizer):
     groups = engine.generate(PROMPTS, params)
     assert [[g.completion_ids for g in gs] for gs in groups] == [[g.completion_ids for g in gs] for gs in engine.generate(PROMPTS, params)]
     problem = Problem("p", ({"role": "user", "content": "x"},), "0")
-    batch = collate([Rollout(problem, g.prompt_ids, g.completion_ids, g.text, g.logprobs, g.finish_reason) for gs in groups for g in gs],
+    batch = collate([Trajectory.single_turn(problem, g.prompt_ids, g.completion_ids, g.text, g.logprobs, g.finish_reason) for gs in groups for g in gs],
                     tokenizer.pad_token_id)
     with torch.no_grad():
         logprobs = policy_forward(gpu_model, batch).logprobs.cpu()

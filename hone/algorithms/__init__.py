@@ -4,7 +4,7 @@ Everything here imports only torch and takes tensors and scalars. Variants are l
 name in one registry per kind.
 """
 
-from hone.algorithms.advantages import OUTCOME_ADVANTAGES, gae, gae_reference, token_rewards, whiten
+from hone.algorithms.advantages import ADVANTAGE_ESTIMATORS, OUTCOME_ADVANTAGES, AdvantageEstimator, gae, gae_reference, token_rewards, whiten
 from hone.algorithms.kl import KL_ESTIMATORS, adaptive_kl_coef
 from hone.algorithms.losses import (
     LOSS_AGGREGATIONS,
@@ -18,6 +18,8 @@ from hone.algorithms.registry import Registry
 from hone.algorithms.value import clipped_value_loss
 
 __all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "AdvantageEstimator",
     "KL_ESTIMATORS",
     "LOSS_AGGREGATIONS",
     "OUTCOME_ADVANTAGES",

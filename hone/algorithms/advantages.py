@@ -22,7 +22,8 @@ The slow loop twins of the outcome estimators live in ``tests/algorithms/test_ad
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -205,16 +206,39 @@ def token_rewards(outcome: Tensor, mask: Tensor, kl: Tensor | None = None, kl_co
 
     Args:
         outcome: float ``(batch,)`` one reward per completion (e.g. the reward model's score).
-        mask: 0/1 ``(batch, T)``, 1 on completion tokens (right-padded).
+        mask: 0/1 ``(batch, T)``, 1 on the policy's tokens (0 on padding and on environment turns).
         kl: optional float ``(batch, T)`` per-token KL estimate to the reference.
 
     >>> token_rewards(torch.tensor([1.0, 2.0]), torch.tensor([[1, 1, 0], [1, 1, 1]]),
     ...               torch.tensor([[0.5, 0.5, 9.0], [0.2, 1.0, 0.0]]), kl_coef=0.1)
     tensor([[-0.0500,  0.9500,  0.0000],
             [-0.0200, -0.1000,  2.0000]])
+    >>> token_rewards(torch.tensor([1.0]), torch.tensor([[1, 0, 1, 0]]))  # a tool turn at t=1: the reward lands on t=2
+    tensor([[0., 0., 1., 0.]])
     """
     mask = mask.float()
     out = torch.where(mask.bool(), -kl_coef * kl, 0.0) if kl is not None else torch.zeros_like(mask)
-    last = (mask.sum(-1).long() - 1).clamp(min=0)  # a completion with no token puts its reward nowhere
-    has_token = mask.sum(-1) > 0
+    # the last masked-in token, also when environment tokens leave holes in the mask
+    last = (mask.bool() * torch.arange(1, mask.shape[-1] + 1, device=mask.device)).amax(-1) - 1
+    has_token = last >= 0  # a completion with no token puts its reward nowhere
     return out.index_put((torch.arange(len(out))[has_token], last[has_token]), outcome[has_token].to(out.dtype), accumulate=True)
+
+
+@dataclass(frozen=True)
+class AdvantageEstimator:
+    """An advantage estimator and what it needs, so the learner loads a critic only for those that read one.
+
+    ``outcome`` estimators take ``(rewards (G, n), valid (G, n))`` and give one advantage per
+    completion; ``token`` estimators take ``(token_rewards, values, mask, gamma, lam)`` and give
+    ``(advantages, returns)`` per token, as :func:`gae` does.
+    """
+
+    level: Literal["outcome", "token"]
+    needs_critic: bool
+    fn: Callable
+
+
+ADVANTAGE_ESTIMATORS: Registry[AdvantageEstimator] = Registry("advantage estimator")
+for _name in OUTCOME_ADVANTAGES.names():
+    ADVANTAGE_ESTIMATORS.register(_name)(AdvantageEstimator("outcome", False, OUTCOME_ADVANTAGES.get(_name)))
+ADVANTAGE_ESTIMATORS.register("gae")(AdvantageEstimator("token", True, gae))

@@ -1,9 +1,12 @@
 """From scored groups to a training batch: shaping, group filtering, advantages, padding.
 
-GRPO and its relatives take one outcome advantage per completion from the group's rewards. PPO
-(``algorithm.name: ppo``) instead places the reward on the completion's last token, subtracts the
-KL to the reference at every token when ``kl_in_reward`` (Ziegler et al. 2019; Stiennon et al.
-2020), and runs GAE over the critic's values. Everything else (masking, filtering, padding) is shared.
+The advantage estimator (``algorithm.advantage``, a name in ``ADVANTAGE_ESTIMATORS``) says what it
+needs. Outcome estimators (GRPO and its relatives) take one advantage per trajectory from the
+group's rewards. Token estimators (GAE, for PPO) place the reward on the last generated token,
+subtract the KL to the reference at every token when ``kl_in_reward`` (Ziegler et al. 2019;
+Stiennon et al. 2020), and run over the critic's values. Everything else (masking, filtering,
+padding) is shared. Environment tokens of multi-turn trajectories are in the sequence but out of
+the loss mask, so no advantage, loss or GAE step lands on them.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from typing import Protocol
 
 import torch
 
-from hone.algorithms import KL_ESTIMATORS, OUTCOME_ADVANTAGES, gae, token_rewards, whiten
+from hone.algorithms import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, token_rewards, whiten
 from hone.algorithms.shaping import overlong_penalty
 from hone.data.padding import left_pad
-from hone.data.records import Rollout, ScoredGroup, TrainBatch
+from hone.data.records import ScoredGroup, Trajectory, TrainBatch
 
 
 @dataclass(frozen=True)
@@ -57,23 +60,26 @@ def informative_groups(rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tens
     return (valid.sum(dim=1) >= 2) & (filled_hi > filled_lo)
 
 
-def collate(rollouts: list[Rollout], pad_id: int) -> TrainBatch:
-    """Pad rollouts into [left-padded prompt | right-padded completion]; advantages left at 0."""
-    prompt_ids, prompt_mask = left_pad([r.prompt_ids for r in rollouts], pad_id)
-    width = max(1, max(len(r.completion_ids) for r in rollouts))
-    completion = torch.full((len(rollouts), width), pad_id, dtype=torch.long)
-    completion_mask = torch.zeros((len(rollouts), width))
-    sampling = torch.zeros((len(rollouts), width))
-    for row, r in enumerate(rollouts):
-        length = len(r.completion_ids)
-        completion[row, :length] = torch.tensor(r.completion_ids, dtype=torch.long)
-        completion_mask[row, :length] = 1.0
-        sampling[row, :length] = torch.tensor(r.logprobs, dtype=torch.float32)
+def collate(trajectories: list[Trajectory], pad_id: int) -> TrainBatch:
+    """Pad trajectories into [left-padded prompt | right-padded rest]; the loss mask is each trajectory's
+    own (1 on the policy's tokens only); advantages left at 0."""
+    prompt_ids, prompt_mask = left_pad([t.prompt_ids for t in trajectories], pad_id)
+    width = max(1, max(len(t.completion_ids) for t in trajectories))
+    completion = torch.full((len(trajectories), width), pad_id, dtype=torch.long)
+    seen = torch.zeros((len(trajectories), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(trajectories), width))
+    sampling = torch.zeros((len(trajectories), width))
+    for row, t in enumerate(trajectories):
+        length = len(t.completion_ids)
+        completion[row, :length] = torch.tensor(t.completion_ids, dtype=torch.long)
+        seen[row, :length] = 1
+        loss_mask[row, :length] = torch.tensor(t.loss_mask, dtype=torch.float32)
+        sampling[row, :length] = torch.tensor(t.logprobs, dtype=torch.float32) * loss_mask[row, :length]
     return TrainBatch(
         input_ids=torch.cat([prompt_ids, completion], dim=1),
-        attention_mask=torch.cat([prompt_mask, completion_mask.long()], dim=1),
-        completion_mask=completion_mask,
-        advantages=torch.zeros_like(completion_mask),
+        attention_mask=torch.cat([prompt_mask, seen], dim=1),
+        completion_mask=loss_mask,
+        advantages=torch.zeros_like(loss_mask),
         sampling_logprobs=sampling,
     )
 
@@ -87,7 +93,7 @@ def build_batch(groups: list[ScoredGroup], algo, max_new_tokens: int, pad_id: in
     rewards, valid = reward_matrix(groups)
     masked = int((~valid).sum())
     if algo.overlong_buffer > 0:
-        lengths = torch.tensor([[len(r.completion_ids) for r in g.rollouts] for g in groups])
+        lengths = torch.tensor([[r.generated_tokens for r in g.rollouts] for g in groups])
         rewards = rewards + overlong_penalty(lengths, max_new_tokens, algo.overlong_buffer, algo.overlong_penalty)
     keep = informative_groups(rewards, valid) if algo.dynamic_sampling else valid.any(dim=1)
     dropped = int((~keep).sum()) if algo.dynamic_sampling else 0
@@ -97,8 +103,8 @@ def build_batch(groups: list[ScoredGroup], algo, max_new_tokens: int, pad_id: in
     if not rollouts:
         return None, BatchStats(dropped, masked, 0)
     batch = collate(rollouts, pad_id)
-    ppo = algo.name == "ppo"
-    if ppo and (algo.ppo_epochs > 1 or algo.mini_batches > 1 or algo.kl_coef > 0):
+    estimator = ADVANTAGE_ESTIMATORS.get(algo.advantage)
+    if estimator.needs_critic and (algo.ppo_epochs > 1 or algo.mini_batches > 1 or algo.kl_coef > 0):
         batch.old_logprobs = models.policy_logprobs(batch)  # the KL below and the PPO ratio both need them
     behaviour = batch.old_logprobs if batch.old_logprobs is not None else batch.sampling_logprobs
     kl_tokens, kl = None, math.nan
@@ -107,15 +113,15 @@ def build_batch(groups: list[ScoredGroup], algo, max_new_tokens: int, pad_id: in
         kl = float(((behaviour - batch.ref_logprobs) * batch.completion_mask).sum(-1).mean())
         if algo.kl_in_reward:
             kl_tokens = KL_ESTIMATORS.get(algo.kl_estimator)(behaviour, batch.ref_logprobs) * batch.completion_mask
-    if ppo:
+    if estimator.level == "token":
         outcome = rewards[valid]  # (B,) in batch order
         per_token = token_rewards(outcome, batch.completion_mask, kl_tokens, algo.kl_coef)
         batch.old_values = models.values(batch)
-        advantages, batch.returns = gae(per_token, batch.old_values, batch.completion_mask, algo.gamma, algo.lam)
+        advantages, batch.returns = estimator.fn(per_token, batch.old_values, batch.completion_mask, algo.gamma, algo.lam)
         batch.advantages = whiten(advantages, batch.completion_mask) if algo.whiten_advantages else advantages
         return batch, BatchStats(dropped, masked, len(rollouts), kl)
     if kl_tokens is not None:  # the KL penalty joins the outcome reward, summed over the completion's tokens
         rewards = rewards.masked_scatter(valid, rewards[valid] - algo.kl_coef * kl_tokens.sum(-1))
-    advantages = OUTCOME_ADVANTAGES.get(algo.advantage)(rewards, valid)
+    advantages = estimator.fn(rewards, valid)
     batch.advantages = advantages[valid][:, None] * batch.completion_mask
     return batch, BatchStats(dropped, masked, len(rollouts), kl)

@@ -23,8 +23,8 @@ from hone.runtime import autocast, compiled_layers, device_of
 
 
 class Forward(NamedTuple):
-    logprobs: torch.Tensor  # (B, C) log-prob of each completion token, 0 on padding
-    entropy: torch.Tensor | None  # (B, C) entropy of the next-token distribution, when asked for
+    logprobs: torch.Tensor  # (B, C) log-prob of each of the policy's tokens, 0 on padding and environment tokens
+    entropy: torch.Tensor | None  # (B, C) entropy of the next-token distribution at the policy's tokens, when asked for
     hidden: torch.Tensor | None  # (B, C, H) last hidden state at the positions predicting the completion, when asked for
 
 
@@ -33,8 +33,8 @@ def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: boo
     """One forward pass of the policy over ``batch``: completion log-probs, and optionally entropy and hidden states.
 
     Only positions that predict a completion token go through the language-model head and the
-    log-softmax (with ``pack``, only real ones, not padding), so full-vocabulary logits of the prompt
-    are never materialised; the last completion token is never
+    log-softmax (with ``pack``, only the policy's own tokens, not padding or environment turns), so
+    full-vocabulary logits of the prompt are never materialised; the last completion token is never
     fed, as nothing is predicted from it. With ``pack`` (and a model that takes a custom sdpa mask),
     each prompt goes in once with its completions packed after it (see the module docstring).
     Layers compiled by ``hone.runtime.compile_layers`` run compiled here.
@@ -42,7 +42,7 @@ def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: boo
     device = device_of(model)
     batch = batch.to(device)
     width = batch.completion_length
-    real = batch.attention_mask[:, -width:].bool()  # (B, C) completion tokens, not padding
+    real = batch.completion_mask.bool()  # (B, C) the policy's tokens: not padding, not environment turns
     with autocast(device, bf16), compiled_layers(model):
         packed = _packed_forward(model, batch) if pack else None
         if packed is not None:  # only real positions go through the head

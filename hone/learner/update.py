@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -16,14 +17,18 @@ ADVANTAGE_TIMES = frozenset({"ppo_clip", "gspo"})
 """Policy losses that are the advantage times a factor, so exactly 0 on a row whose advantages are all 0."""
 
 
-def policy_update(model, optimizer, scheduler, batch: TrainBatch, algo, train, norm_len: float, critic=None, *, policy_weight: float = 1.0) -> dict[str, float]:
+def policy_update(model, optimizer, batch: TrainBatch, algo, train, norm_len: float, critic=None, *, policy_weight: float = 1.0) -> dict[str, float]:
     """PPO-style epochs over mini-batches of one batch of rollouts; one optimizer step per mini-batch.
 
     With one epoch and one mini-batch the update is on-policy: the "old" log-probs equal the
     current ones, so we take them from the same forward (detached) instead of a second pass.
     ``norm_len`` is Dr.GRPO's constant length normaliser (the generation budget, max_new_tokens).
     With a ``critic`` (PPO) its value loss joins the loss with weight ``algo.vf_coef``; the optimizer
-    holds the critic's parameters as its second group. ``policy_weight=0`` trains the critic alone.
+    holds the critic's parameters as its second group. ``policy_weight=0`` trains the critic alone:
+    the policy's group gets no gradient at all, so AdamW neither moves nor decays it.
+
+    An optimizer step whose loss or gradient is not finite is skipped (its gradients dropped) and
+    counted in ``skipped_nonfinite``; the learning-rate schedule is the caller's (per training step).
     """
     on_policy = algo.ppo_epochs == 1 and algo.mini_batches == 1
     if not on_policy and batch.old_logprobs is None:
@@ -34,11 +39,10 @@ def policy_update(model, optimizer, scheduler, batch: TrainBatch, algo, train, n
         for mini_rows in order.chunk(algo.mini_batches):
             mini = batch.select(mini_rows)
             step_stats = _optimizer_step(model, optimizer, mini, algo, train, norm_len, critic, policy_weight)
-            scheduler.step()
             for key, value in step_stats.items():
                 stats.setdefault(key, []).append(value)
-    # times add up over optimizer steps; everything else is a mean over them
-    return {key: sum(values) / (1 if key.startswith("time_") else len(values)) for key, values in stats.items()}
+    # times and skips add up over optimizer steps; everything else is a mean over them
+    return {key: sum(values) / (1 if key.startswith("time_") or key == "skipped_nonfinite" else len(values)) for key, values in stats.items()}
 
 
 def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: float, critic, policy_weight: float) -> dict[str, float]:
@@ -46,7 +50,7 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
     aggregate = LOSS_AGGREGATIONS.get(algo.loss_agg)
     policy_loss = POLICY_LOSSES.get(algo.policy_loss)
     kl_in_loss = algo.kl_coef > 0 and not algo.kl_in_reward
-    sums: dict[str, float] = {"rows_skipped": 0.0}
+    sums: dict[str, float] = {"rows_skipped": 0.0, "loss": 0.0}
     optimizer.zero_grad(set_to_none=True)
     times = {"time_forward": 0.0, "time_backward": 0.0}
     live = mini
@@ -101,9 +105,18 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
             for p in group["params"]:
                 p.grad = torch.zeros_like(p)
     began = time.perf_counter()
+    if policy_weight == 0:  # critic warm-up: no gradient at all for the policy, so AdamW's weight decay leaves it alone
+        for p in optimizer.param_groups[0]["params"]:
+            p.grad = None
     # clipped per parameter group (policy, then critic) so a large value gradient cannot shrink the policy's
-    norms = [torch.nn.utils.clip_grad_norm_([p for p in group["params"] if p.grad is not None], train.max_grad_norm) for group in optimizer.param_groups]
-    optimizer.step()
+    norms = [torch.nn.utils.clip_grad_norm_(grads, train.max_grad_norm) if (grads := [p for p in group["params"] if p.grad is not None])
+             else torch.zeros(()) for group in optimizer.param_groups]
+    finite = math.isfinite(sums["loss"]) and all(math.isfinite(float(n)) for n in norms)
+    if finite:
+        optimizer.step()
+    else:  # one bad batch must not poison the weights: drop its gradients; the learner stops the run if it repeats
+        optimizer.zero_grad(set_to_none=True)
     times["time_optimizer"] = time.perf_counter() - began
-    return {**sums, **times, "grad_norm": float(norms[0]), **({"value_grad_norm": float(norms[1])} if len(norms) > 1 else {})}
+    return {**sums, **times, "skipped_nonfinite": float(not finite), "grad_norm": float(norms[0]),
+            **({"value_grad_norm": float(norms[1])} if len(norms) > 1 else {})}
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hone.learner.batch import build_batch, collate, informative_groups, reward_matrix
-from hone.data.records import Problem, Rollout, ScoredGroup
+from hone.data.records import Problem, Trajectory, ScoredGroup
 
 PROBLEM = Problem("1+1", ({"role": "user", "content": "Compute 1 + 1."},), "2")
 
@@ -16,7 +16,9 @@ def algo(**overrides):
 
 
 def rollout(reward, completion=(5, 6, 2), prompt=(1, 2, 3)):
-    return Rollout(PROBLEM, list(prompt), list(completion), "x", [-0.5] * len(completion), "stop", reward)
+    trajectory = Trajectory.single_turn(PROBLEM, list(prompt), list(completion), "x", [-0.5] * len(completion), "stop")
+    trajectory.reward = reward
+    return trajectory
 
 
 def group(*rewards, completion=(5, 6, 2)):
@@ -89,7 +91,7 @@ class FakeModels:
 
 
 def ppo(**overrides):
-    return algo(**{"name": "ppo", "gamma": 1.0, "lam": 1.0, "whiten_advantages": False, **overrides})
+    return algo(**{"name": "ppo", "advantage": "gae", "gamma": 1.0, "lam": 1.0, "whiten_advantages": False, **overrides})
 
 
 def test_ppo_puts_the_reward_on_the_last_token_and_runs_gae_over_the_critic():

@@ -4,14 +4,14 @@ from torch.testing import assert_close
 
 from hone.learner.batch import collate
 from hone.learner.critic import SeparateCritic, SharedCritic, load_critic
-from hone.data.records import Problem, Rollout
+from hone.data.records import Problem, Trajectory
 from hone.learner.forward import policy_forward, values_no_grad
 
 PROBLEM = Problem("p", ({"role": "user", "content": "q"},), "")
 
 
 def _batch():
-    rollouts = [Rollout(PROBLEM, [1, 2, 3], [5, 6, 7], "x", [-1.0] * 3, "stop"), Rollout(PROBLEM, [4, 5], [8], "y", [-1.0], "stop")]
+    rollouts = [Trajectory.single_turn(PROBLEM, [1, 2, 3], [5, 6, 7], "x", [-1.0] * 3, "stop"), Trajectory.single_turn(PROBLEM, [4, 5], [8], "y", [-1.0], "stop")]
     return collate(rollouts, pad_id=0)
 
 

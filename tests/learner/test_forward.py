@@ -6,7 +6,7 @@ import torch
 
 from hone.learner.batch import collate
 from hone.learner.forward import _packed_forward, logprobs_no_grad, micro_batches, policy_forward
-from hone.data.records import Problem, Rollout
+from hone.data.records import Problem, Trajectory
 
 PROBLEM = Problem("p", ({"role": "user", "content": "x"},), "0")
 
@@ -19,7 +19,7 @@ def grouped_batch(groups=3, group_size=4, seed=0):
         prompt = torch.randint(10, 1000, (3 + 2 * g,), generator=gen).tolist()
         for i in range(group_size):
             completion = torch.randint(10, 1000, (1 + (g + 3 * i) % 6,), generator=gen).tolist()
-            rollouts.append(Rollout(PROBLEM, prompt, completion, "", [0.0] * len(completion), "stop"))
+            rollouts.append(Trajectory.single_turn(PROBLEM, prompt, completion, "", [0.0] * len(completion), "stop"))
     return collate(rollouts, pad_id=0)
 
 
@@ -55,8 +55,8 @@ def test_gradients_of_the_packed_forward_match(tiny):
 def test_packing_without_repeated_prompts_and_with_one_token_or_empty_completions(tiny):
     batch = grouped_batch(groups=3, group_size=1)  # no prompt repeats: packing still drops the padding
     gen = torch.Generator().manual_seed(5)
-    short = [Rollout(PROBLEM, torch.randint(10, 1000, (4,), generator=gen).tolist(), [7], "", [0.0], "stop") for _ in range(3)]
-    short.append(Rollout(PROBLEM, short[0].prompt_ids, [], "", [], "stop"))  # an empty completion beside them
+    short = [Trajectory.single_turn(PROBLEM, torch.randint(10, 1000, (4,), generator=gen).tolist(), [7], "", [0.0], "stop") for _ in range(3)]
+    short.append(Trajectory.single_turn(PROBLEM, short[0].prompt_ids, [], "", [], "stop"))  # an empty completion beside them
     for case in (batch, collate(short, pad_id=0)):
         with torch.no_grad():
             torch.testing.assert_close(policy_forward(tiny, case).logprobs, policy_forward(tiny, case, pack=False).logprobs, atol=1e-5, rtol=1e-5)

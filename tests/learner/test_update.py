@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hone.learner.batch import collate
-from hone.data.records import Problem, Rollout
+from hone.data.records import Problem, Trajectory
 from hone.learner.forward import completion_logprobs
 from hone.learner.update import policy_update
 
@@ -27,7 +27,7 @@ def make_batch(model, n=6, seed=0):
     for i in range(n):
         prompt = torch.randint(10, 1000, (3 + i % 3,), generator=gen).tolist()
         completion = torch.randint(10, 1000, (2 + (i * 2) % 5,), generator=gen).tolist()
-        rollouts.append(Rollout(PROBLEM, prompt, completion, "", [0.0] * len(completion), "stop"))
+        rollouts.append(Trajectory.single_turn(PROBLEM, prompt, completion, "", [0.0] * len(completion), "stop"))
     batch = collate(rollouts, pad_id=0)
     with torch.no_grad():
         batch.sampling_logprobs = completion_logprobs(model, batch)[0]
@@ -38,8 +38,7 @@ def make_batch(model, n=6, seed=0):
 def grads_after_update(model, batch, algo_cfg, train_cfg):
     model = copy.deepcopy(model).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: look at the gradients only
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
-    stats = policy_update(model, optimizer, scheduler, batch, algo_cfg, train_cfg, norm_len=8.0)
+    stats = policy_update(model, optimizer, batch, algo_cfg, train_cfg, norm_len=8.0)
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, stats
 
 
@@ -84,9 +83,10 @@ def test_several_epochs_and_mini_batches_take_several_optimizer_steps(tiny):
     model = copy.deepcopy(tiny).train()
     batch = make_batch(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
-    stats = policy_update(model, optimizer, scheduler, batch, algo(ppo_epochs=2, mini_batches=3), train(), norm_len=8.0)
-    assert scheduler.last_epoch == 6  # 2 epochs x 3 mini-batches
+    steps = []
+    optimizer.register_step_post_hook(lambda *_: steps.append(1))
+    stats = policy_update(model, optimizer, batch, algo(ppo_epochs=2, mini_batches=3), train(), norm_len=8.0)
+    assert len(steps) == 6  # 2 epochs x 3 mini-batches
     assert batch.old_logprobs is not None  # off-policy passes need the behaviour log-probs
     assert stats["approx_kl"] != 0.0  # later mini-batches see a moved policy
 
@@ -138,7 +138,7 @@ def test_bf16_log_probs_and_gradients_stay_close_to_fp32(tiny):
 def test_lora_at_initialisation_gives_the_plain_models_log_probs(tiny):
     """LoRA's B matrices start at zero, so before any step the adapted model is the plain one (to 1e-6)."""
     from hone.config import LoraConfig
-    from hone.trainer import with_lora
+    from hone.learner.learner import with_lora
 
     batch = make_batch(tiny)
     plain = completion_logprobs(tiny, batch)[0]
@@ -161,8 +161,7 @@ def test_value_loss_gradients_accumulate_over_micro_batches(tiny):
     for micro in (6, 2):
         model, head = copy.deepcopy(tiny).train(), copy.deepcopy(critic)
         optimizer = torch.optim.SGD([{"params": list(model.parameters())}, {"params": list(head.parameters())}], lr=0.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
-        stats = policy_update(model, optimizer, scheduler, batch, cfg, train(micro_batch_size=micro), norm_len=8.0, critic=head)
+        stats = policy_update(model, optimizer, batch, cfg, train(micro_batch_size=micro), norm_len=8.0, critic=head)
         results.append((head.head.weight.grad.clone(), stats))
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-6, rtol=1e-4)
     assert results[0][1]["value_loss"] == pytest.approx(results[1][1]["value_loss"], rel=1e-5)
@@ -199,3 +198,34 @@ def test_rows_are_not_skipped_when_another_loss_term_moves_them(tiny, terms):
         batch.ref_logprobs = batch.sampling_logprobs - 0.1
     _, stats = grads_after_update(tiny, batch, algo(**terms), train())
     assert stats["rows_skipped"] == 0.0
+
+
+def test_a_non_finite_loss_skips_the_optimizer_step_and_is_counted(tiny):
+    model = copy.deepcopy(tiny).train()
+    batch = make_batch(model)
+    batch.advantages[0, 0] = float("nan")  # one poisoned token
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    stats = policy_update(model, optimizer, batch, algo(), train(), norm_len=8.0)
+    assert stats["skipped_nonfinite"] == 1.0
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # nothing moved, nothing became NaN
+    assert all(p.grad is None for p in model.parameters())
+    clean = make_batch(model)
+    assert policy_update(model, optimizer, clean, algo(), train(), norm_len=8.0)["skipped_nonfinite"] == 0.0
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_critic_warm_up_leaves_the_policy_alone_under_weight_decay(tiny):
+    """With policy_weight 0 the policy's parameters get no gradient at all, so AdamW's decoupled weight
+    decay (which shrinks every parameter it steps, gradient or not) cannot move them."""
+    from hone.learner.critic import SharedCritic
+
+    model, head = copy.deepcopy(tiny).train(), SharedCritic(tiny.config.hidden_size)
+    batch = make_batch(model)
+    batch.old_values = torch.zeros_like(batch.advantages)
+    batch.returns = torch.ones_like(batch.advantages) * batch.completion_mask
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW([{"params": list(model.parameters())}, {"params": list(head.parameters()), "lr": 1e-2}], lr=1e-2, weight_decay=0.1)
+    policy_update(model, optimizer, batch, algo(vf_coef=0.5, value_clip=None), train(), norm_len=8.0, critic=head, policy_weight=0.0)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert head.head.bias.abs().item() > 0  # the critic learned
