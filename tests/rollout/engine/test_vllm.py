@@ -7,7 +7,7 @@ from hone.learner.batch import collate
 from hone.rollout.engine import SamplingParams
 from hone.rollout.engine.hf import HFEngine
 from hone.rollout.engine.vllm import vllm_available
-from hone.data.records import Problem, Rollout
+from hone.data.records import Problem, Trajectory
 from hone.learner.forward import completion_logprobs
 from tests.conftest import TOKENIZER
 
@@ -49,7 +49,7 @@ def test_sampling_logprobs_match_the_trainers_forward(engine, tiny_folder, token
     model = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
     groups = engine.generate(PROMPTS, SamplingParams(max_new_tokens=12, temperature=0.7, n=4, seed=0))
     problem = Problem("p", ({"role": "user", "content": "x"},), "0")
-    rollouts = [Rollout(problem, g.prompt_ids, g.completion_ids, g.text, g.logprobs, g.finish_reason) for gs in groups for g in gs]
+    rollouts = [Trajectory.single_turn(problem, g.prompt_ids, g.completion_ids, g.text, g.logprobs, g.finish_reason) for gs in groups for g in gs]
     assert all(len(r.logprobs) == len(r.completion_ids) for r in rollouts)
     batch = collate(rollouts, tokenizer.pad_token_id)
     with torch.no_grad():
@@ -115,6 +115,53 @@ def test_seeded_sampling_survives_a_split_prefill_and_repeats(engine):
     assert first == [[g.completion_ids for g in gs] for gs in engine.generate(prompts, params)]
     other = [[g.completion_ids for g in gs] for gs in engine.generate(prompts, SamplingParams(max_new_tokens=4, temperature=1.0, n=8, seed=4))]
     assert other != first
+
+
+def test_a_callback_that_stops_nothing_changes_nothing_greedy(engine):
+    """Chunked generation (the callback path) gives the unchunked answers under greedy decoding; sampled
+    chunks draw their own noise (module docstring of hone.rollout.engine.vllm), so only greedy repeats."""
+    seen = []
+
+    class StopsNothing:
+        every = 3
+
+        def __call__(self, partials):
+            seen.append(sorted(p.index for p in partials))
+            return []
+
+    params = SamplingParams(max_new_tokens=8, temperature=0.0)  # vLLM takes n=1 only when greedy
+    plain = [[(g.completion_ids, g.finish_reason) for g in gs] for gs in engine.generate(PROMPTS, params)]
+    watched = engine.generate(PROMPTS, params, callback=StopsNothing())
+    assert plain == [[(g.completion_ids, g.finish_reason) for g in gs] for gs in watched]
+    assert seen[0] == [0, 1] and len(seen) == 2  # after tokens 3 and 6 of 8
+    assert all(len(g.logprobs) == len(g.completion_ids) for gs in watched for g in gs)
+
+
+def test_a_callback_stops_sequences_and_a_stop_string_ends_one(engine, tokenizer):
+    class StopFirst:
+        every = 2
+
+        def __call__(self, partials):
+            return [p.index for p in partials if p.index == 0]
+
+    params = SamplingParams(max_new_tokens=8, temperature=0.0)
+    plain = [gs[0] for gs in engine.generate(PROMPTS, params)]
+    watched = [gs[0] for gs in engine.generate(PROMPTS, params, callback=StopFirst())]
+    assert watched[0].finish_reason == "stopped" and watched[0].completion_ids == plain[0].completion_ids[:2]
+    assert watched[1].completion_ids == plain[1].completion_ids
+
+    ids = plain[1].completion_ids  # a stop string from the middle of the greedy answer, with and without chunks
+    stop = tokenizer.decode(ids[:5], skip_special_tokens=True)[-2:]
+    first_end = next(k for k in range(1, len(ids) + 1) if stop in tokenizer.decode(ids[:k], skip_special_tokens=True))
+    class Never:
+        every = 2
+
+        def __call__(self, partials):
+            return []
+
+    for callback in (None, Never()):  # chunks of 2: the stop string may straddle two
+        got = engine.generate(PROMPTS[1:], SamplingParams(max_new_tokens=8, temperature=0.0, stop=(stop,)), callback=callback)[0][0]
+        assert got.completion_ids == ids[:first_end] and got.finish_reason == "stop" and got.text.endswith(stop), (callback, got)
 
 
 # last in this module: the trainer's own vLLM engine tears down vLLM's process-wide parallel state when
