@@ -31,7 +31,14 @@ def hone_steps(kl_coef: float, steps: int, skip: bool = False, min_new: int = 0,
     ``skip``: leave rows whose advantages are all 0 out of the update (``train.skip_zero_advantage``,
     hone's default): the same gradient for less work, so not the like-for-like comparison."""
     from hone.config import load_config
-    from hone.trainer import setup, train_step
+    from hone.trainer import loop, setup
+    from hone.watch.hooks import Hook
+
+    class Rows(Hook):  # the steps' metrics rows, and no evaluation or checkpoint: only the steps run
+        rows: list[dict] = []
+
+        def after_update(self, run, step, row):
+            self.rows.append(row)
 
     overrides = [
         f"rollout.prompts_per_step={PROMPTS}", f"rollout.group_size={GROUP}", f"rollout.max_new_tokens={MAX_NEW}",
@@ -42,10 +49,9 @@ def hone_steps(kl_coef: float, steps: int, skip: bool = False, min_new: int = 0,
         f"train.skip_zero_advantage={str(skip).lower()}", f"rollout.min_new_tokens={min_new}", *extra,
     ]
     run = setup(load_config(RECIPE, overrides))
-    rows = [train_step(run) for _ in range(steps + 1)][1:]
-    if run.pool is not None:
-        run.pool.close()
-    return rows, run
+    run.hooks.hooks = [Rows()]
+    loop(run)
+    return Rows.rows[1:], run
 
 
 def peak_matmul(dtype: torch.dtype, size: int = 2048, repeats: int = 5, device: torch.device = torch.device("cpu")) -> float:
@@ -84,15 +90,15 @@ def engine_throughput(run, repeats: int = 5) -> dict[str, float]:
     that hone asks for ("vllm_logprobs"): what hone adds on top of vLLM."""
     from hone.rollout.engine import SamplingParams
 
-    problems = list(islice(run.problems, PROMPTS))
-    prompts = [run.env.prompt_ids(p) for p in problems]
+    problems = run.problems.take(PROMPTS)
+    prompts = [run.worker.env.prompt_ids(p) for p in problems]
     params = SamplingParams(max_new_tokens=MAX_NEW, temperature=1.0, n=GROUP)
-    sides = {"hone": lambda: [len(g.completion_ids) for gs in run.engine.generate(prompts, params) for g in gs]}
-    if hasattr(run.engine, "llm"):
+    sides = {"hone": lambda: [len(g.completion_ids) for gs in run.worker.engine.generate(prompts, params) for g in gs]}
+    if hasattr(run.worker.engine, "llm"):
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
-        llm, raw = run.engine.llm, [TokensPrompt(prompt_token_ids=p) for p in prompts]
+        llm, raw = run.worker.engine.llm, [TokensPrompt(prompt_token_ids=p) for p in prompts]
         for name, logprobs in (("vllm", None), ("vllm_logprobs", 0)):
             vparams = VSamplingParams(n=GROUP, temperature=1.0, max_tokens=MAX_NEW, logprobs=logprobs)
             sides[name] = lambda vparams=vparams: [len(c.token_ids) for o in llm.generate(raw, vparams, use_tqdm=False) for c in o.outputs]
@@ -153,14 +159,14 @@ def main() -> None:
     for kl in (0.0, KL):
         rows, run = hone_steps(kl, args.steps, min_new=args.min_new_tokens, extra=extra)
         hone_s = median(rows, "time/step")
-        print(f"\n[kl_coef={kl}] hone engine={type(run.engine).__name__}: {hone_s:.2f} s/step "
+        print(f"\n[kl_coef={kl}] hone engine={type(run.worker.engine).__name__}: {hone_s:.2f} s/step "
               f"(mean completion {median(rows, 'completion/length'):.1f} tokens)")
         phases = ["generate", "score", "reference", "forward", "backward", "optimizer", "push"]
         print("  phases (median s): " + "  ".join(f"{p} {median(rows, f'time/{p}'):.2f}" for p in phases)
               + f"  other {hone_s - sum(median(rows, f'time/{p}') for p in phases):.2f}")
-        prompt_tokens = len(run.env.prompt_ids(next(run.problems)))
-        flops = step_flops(run.policy, prompt_tokens, round(median(rows, "completion/length")), PROMPTS, GROUP, kl > 0)
-        device = device_of(run.policy)
+        prompt_tokens = len(run.worker.env.prompt_ids(run.problems.take(1)[0]))
+        flops = step_flops(run.learner.policy, prompt_tokens, round(median(rows, "completion/length")), PROMPTS, GROUP, kl > 0)
+        device = device_of(run.learner.policy)
         peak = peak_matmul(torch.bfloat16, device=device)
         print(f"  FLOP limit: {flops / 1e12:.2f} TFLOP per step / {peak / 1e9:.0f} GFLOP/s bf16 peak ({device.type}) = {flops / peak:.2f} s; "
               f"hone is {hone_s / (flops / peak):.1f}x the limit (fp32 peak {peak_matmul(torch.float32, device=device) / 1e9:.0f} GFLOP/s)")

@@ -32,7 +32,7 @@ def main() -> None:
     from hone.rollout.envs.single_turn import SingleTurnEnv
     from hone.learner.forward import micro_batches, policy_forward
     from hone.models import load_model, load_tokenizer
-    from hone.data.records import Rollout
+    from hone.data.records import Trajectory
     from hone.data.tasks import make_task
 
     cfg = load_config("recipes/quickstart.yaml", [])
@@ -45,7 +45,7 @@ def main() -> None:
         for _ in range(8):
             length = int(torch.randint(args.completion // 4, args.completion + 1, (1,), generator=gen))
             completion = torch.randint(100, 40000, (length,), generator=gen).tolist()
-            rollouts.append(Rollout(problem, prompt, completion, "", [0.0] * length, "length"))
+            rollouts.append(Trajectory.single_turn(problem, prompt, completion, "", [0.0] * length, "length"))
     batch = collate(rollouts, tokenizer.pad_token_id)
     print(f"batch: {len(batch)} rows, prompt {len(rollouts[0].prompt_ids)} tokens, completions "
           f"{int(batch.completion_mask.sum(1).min())}..{batch.completion_length} tokens, micro-batch {args.micro_batch}, bf16 autocast")

@@ -17,7 +17,6 @@ import argparse
 import math
 import tempfile
 import time
-from itertools import islice
 
 import torch
 
@@ -34,14 +33,14 @@ def main() -> None:
     from hone.trainer import setup
 
     run = setup(load_config("recipes/quickstart.yaml", [f"rollout.engine={args.engine}", f"output.dir={tempfile.mkdtemp()}", "output.progress=false"]))
-    prompts = [run.env.prompt_ids(p) for p in islice(run.problems, 64)]
-    model = run.policy.float().eval()
-    stop = torch.tensor(end_of_sequence_ids(model, run.tokenizer))
+    prompts = [run.worker.env.prompt_ids(p) for p in run.problems.take(64)]
+    model = run.learner.policy.float().eval()
+    stop = torch.tensor(end_of_sequence_ids(model, run.worker.tokenizer))
     ended = expected = variance = 0.0
     lengths: list[int] = []
     began = time.perf_counter()
     for round_ in range(args.rounds):
-        groups = run.engine.generate(prompts, SamplingParams(max_new_tokens=64, temperature=1.0, n=8, seed=1000 + round_))
+        groups = run.worker.engine.generate(prompts, SamplingParams(max_new_tokens=64, temperature=1.0, n=8, seed=1000 + round_))
         for sample in (g for group in groups for g in group):
             ids = torch.tensor(sample.prompt_ids + sample.completion_ids)
             with torch.no_grad():  # the logits at the positions that predicted each completion token
@@ -54,8 +53,7 @@ def main() -> None:
         print(f"round {round_ + 1}: {len(lengths)} samples, {ended:.0f} ended against {expected:.1f} expected "
               f"(z = {(ended - expected) / math.sqrt(variance):+.2f}), mean length {sum(lengths) / len(lengths):.2f} tokens, "
               f"{time.perf_counter() - began:.0f} s", flush=True)
-    if run.pool is not None:
-        run.pool.close()
+    run.worker.close()
 
 
 if __name__ == "__main__":

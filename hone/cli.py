@@ -15,6 +15,7 @@ import os
 import sys
 
 USAGE_ERRORS = (ValueError, FileNotFoundError)  # user mistakes: config, data, model names; a failed `hone rlhf` stage
+STOPPED = 3  # exit status of a run that stopped itself (hone.learner.learner.TrainingStopped)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     except USAGE_ERRORS as exc:
         print(f"hone: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from hone.learner.learner import TrainingStopped
+
+        if not isinstance(exc, TrainingStopped):
+            raise
+        print(f"hone: stopped: {exc}", file=sys.stderr)
+        return STOPPED
     except KeyboardInterrupt:
         print("hone: interrupted", file=sys.stderr)
         return 130
@@ -63,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate_recipe(cfg) -> dict[str, float]:
     """Greedy accuracy (and pass@k) of ``cfg.model`` on the task's held-out problems."""
     from hone.rollout.engine.hf import HFEngine
-    from hone.rollout.envs.single_turn import SingleTurnEnv
+    from hone.rollout.envs import make_env
     from hone.rollout.evaluate import evaluate_as_configured
     from hone.models import load_model, load_tokenizer
     from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
@@ -74,7 +82,7 @@ def evaluate_recipe(cfg) -> dict[str, float]:
     problems = make_task(cfg.task).eval_problems()
     tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model).eval()
     with WorkerPool(max(1, cfg.rewards.workers), cfg.rewards.timeout_s) as pool:
-        env = SingleTurnEnv(tokenizer, RewardScorer([RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))], pool))
+        env = make_env(cfg.env, tokenizer, RewardScorer([RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))], pool))
         engine = HFEngine(model, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
         report = evaluate_as_configured(cfg, env, engine, problems)
     examples = {f"example {r.problem.id} = {r.problem.answer}": r.text for r in report.greedy[:3]}

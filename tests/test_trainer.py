@@ -60,20 +60,18 @@ def test_lora_with_kl_uses_the_base_model_as_reference_and_saves_an_adapter(tiny
 def test_compiled_layers_train_the_policy_and_the_reference_with_kl(tiny_folder, tmp_path, lora):
     """``train.compile``: the policy's layers (LoRA-wrapped too) and a frozen reference's are compiled; steps with a KL
     term run; evaluation generates with the eager layers."""
-    from hone.watch.progress import Progress
-    from hone.trainer import run_eval, setup, train_step
+    from hone.trainer import loop, setup
 
     cfg = tiny_config(tiny_folder, tmp_path, "train.compile=true", "algorithm.kl_coef=0.1", f"train.lora.enabled={str(lora).lower()}",
                       "rewards.functions=[{name: 'tests.reward_fixtures:shorter_is_better'}]")
     run = setup(cfg)
-    try:
-        assert len(run.policy.hone_compiled_blocks) == 2
-        assert run.reference == "adapter-off" if lora else len(run.reference.hone_compiled_blocks) == 2
-        rows = [train_step(run) for _ in range(2)]
-        assert all(r["update/grad_norm"] > 0 and r["kl/sequence"] == r["kl/sequence"] for r in rows)
-        assert 0.0 <= run_eval(run, 2, Progress(2, enabled=False))["eval/accuracy"] <= 1.0
-    finally:
-        run.pool.close()
+    assert len(run.learner.policy.hone_compiled_blocks) == 2
+    assert run.learner.adapter_reference if lora else len(run.learner.reference.hone_compiled_blocks) == 2
+    loop(run)
+    rows = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "update/grad_norm" in r]
+    assert len(steps) == 2 and all(r["update/grad_norm"] > 0 and r["kl/sequence"] is not None for r in steps)
+    assert 0.0 <= rows[-1]["eval/accuracy"] <= 1.0
 
 
 def test_a_raising_reward_is_masked_and_counted(tiny_folder, tmp_path):
@@ -96,18 +94,19 @@ def test_quickstart_recipe_runs_two_steps_on_the_embedded_model(tmp_path, capsys
     assert torch.isfinite(torch.tensor([r["update/loss"] for r in rows if "update/loss" in r])).all()
 
 
-def test_checkpoint_weights_merge_lora_under_plain_names(tiny):
+def test_learner_weights_merge_lora_under_plain_names(tiny):
     import copy
+    from types import SimpleNamespace
 
     from hone.config import LoraConfig
-    from hone.trainer import checkpoint_weights, with_lora
+    from hone.learner.learner import Learner, with_lora
 
     plain_names = set(tiny.state_dict())
     lora = with_lora(copy.deepcopy(tiny), LoraConfig(enabled=True, r=4, alpha=8))
     for name, param in lora.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.1)  # a non-trivial adapter
-    weights = dict(checkpoint_weights(lora))
+    weights = dict(Learner.weights(SimpleNamespace(policy=lora)))
     assert set(weights) == plain_names
     merged = copy.deepcopy(lora).merge_and_unload()
     for name, tensor in merged.state_dict().items():

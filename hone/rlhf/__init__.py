@@ -42,7 +42,7 @@ def label(cfg: Config, log=print) -> dict:
     from hone.rlhf.preferences import label_pairs, write_preferences
     from hone.rewards import load_reward_fn
     from hone.data.tasks import make_task
-    from hone.trainer import make_engines
+    from hone.rollout.engine.factory import derive_max_model_len, make_engine
 
     sim = cfg.reward_model.simulate
     if sim.pairs < 1:
@@ -51,9 +51,10 @@ def label(cfg: Config, log=print) -> dict:
     gold = load_reward_fn(sim.gold)
     problems = list(islice(make_task(cfg.task).train_problems(cfg.train.seed), sim.pairs))
     tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model)
-    engine = make_engines(cfg, model, tokenizer)["engine"]
     env = SingleTurnEnv(tokenizer, scorer=None)
     prompts = [env.prompt_ids(p) for p in problems]
+    max_model_len = cfg.rollout.max_model_len or derive_max_model_len(map(len, prompts), sim.max_new_tokens)
+    engine = make_engine(cfg.rollout, cfg.model, model, tokenizer, seed=cfg.train.seed, max_model_len=max_model_len)
     generations = engine.generate(prompts, SamplingParams(sim.max_new_tokens, sim.temperature, 1.0, 2))
     pairs, info = label_pairs(problems, [g[0].text for g in generations], [g[1].text for g in generations], gold, sim.beta, cfg.train.seed)
     path = preferences_path(cfg)

@@ -31,8 +31,11 @@ ADAPTER_FOLDER = "adapter"
 STATE_FILE = "hone_state.json"
 
 
-def save_checkpoint(model, tokenizer, folder: Path, *, merge_lora: bool = True, extra: dict | None = None) -> Path:
+def save_checkpoint(model, tokenizer, folder: Path, *, merge_lora: bool = True, extra: dict | None = None, also=None) -> Path:
     """Write ``model`` (and ``tokenizer``, if given) to ``folder`` as safetensors; returns ``folder``.
+
+    ``also(staging)``, if given, writes more into the folder before it goes into place (a critic, the
+    trainer's state), so the whole checkpoint appears at once or not at all.
 
     A PEFT model's adapter goes to ``folder/adapter``. With ``merge_lora`` (the default) the adapter
     is also merged into a deep copy of the model and saved as full weights at ``folder``, leaving the
@@ -47,7 +50,9 @@ def save_checkpoint(model, tokenizer, folder: Path, *, merge_lora: bool = True, 
         shutil.rmtree(staging)
     staging.mkdir()
     try:
-        _write(model, tokenizer, staging, merge_lora=merge_lora, extra=extra)
+        write_model(model, tokenizer, staging, merge_lora=merge_lora, extra=extra)
+        if also is not None:
+            also(staging)
         _swap_into_place(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -55,7 +60,8 @@ def save_checkpoint(model, tokenizer, folder: Path, *, merge_lora: bool = True, 
     return folder
 
 
-def _write(model, tokenizer, staging: Path, *, merge_lora: bool, extra: dict | None) -> None:
+def write_model(model, tokenizer, staging: Path, *, merge_lora: bool = False, extra: dict | None = None) -> None:
+    """Write ``model`` into the existing folder ``staging`` (see :func:`save_checkpoint`, which makes that atomic)."""
     if _is_peft(model):
         model.save_pretrained(staging / ADAPTER_FOLDER, safe_serialization=True)
         if merge_lora:
@@ -115,6 +121,27 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def read_weights(folder: Path) -> dict:
+    """Every tensor in the ``*.safetensors`` files of ``folder`` (one file or shards), by name."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"checkpoint {folder}: no *.safetensors weights in it")
+    return {name: tensor for f in files for name, tensor in load_file(str(f)).items()}
+
+
+def latest_checkpoint(root: Path, marker: str, prefix: str = "step-") -> Path | None:
+    """The newest folder ``{prefix}N`` under ``root`` (by N) that holds the file ``marker``, or None.
+
+    Staging folders of a write that crashed (``.step-N.tmp-PID``) are hidden names and never match;
+    a folder without ``marker`` was not written by a run that can resume from it.
+    """
+    pattern = re.compile(re.escape(prefix) + r"(\d+)")
+    found = [(int(m.group(1)), p) for p in Path(root).glob(f"{prefix}*") if (m := pattern.fullmatch(p.name)) and (p / marker).is_file()]
+    return max(found)[1] if found else None
 
 
 def load_state(folder: Path) -> dict | None:

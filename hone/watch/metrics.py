@@ -109,6 +109,33 @@ class MetricsLogger:
         """Every row logged so far, oldest first."""
         return read_rows(self.path)
 
+    def keep_until(self, step: int) -> None:
+        """Drop the rows logged after ``step`` (a resumed run goes on from its checkpoint at ``step``;
+        what the crashed run logged after it is logged again). The file is replaced atomically."""
+        kept = [row for row in self.rows() if row["step"] <= step]
+        staging = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        staging.write_text("".join(json.dumps(row, allow_nan=False) + "\n" for row in kept), encoding="utf-8")
+        os.replace(staging, self.path)
+
+
+def rollout_metrics(groups) -> dict[str, float]:
+    """Rewards (mean, spread, unscored, each part), lengths and turns of a step's scored groups of trajectories."""
+    trajectories = [t for g in groups for t in g.rollouts]
+    scored = [t.reward for t in trajectories if t.reward is not None]
+    mean = sum(scored) / len(scored) if scored else float("nan")
+    stats = {
+        "reward/mean": mean,
+        "reward/std": (sum((x - mean) ** 2 for x in scored) / len(scored)) ** 0.5 if scored else float("nan"),
+        "reward/unscored": float(len(trajectories) - len(scored)),
+        "completion/length": sum(t.generated_tokens for t in trajectories) / len(trajectories),  # the policy's tokens
+        "completion/truncated": sum(t.finish_reason == "length" for t in trajectories) / len(trajectories),
+        "completion/turns": sum(sum(turn.role == "assistant" for turn in t.turns) for t in trajectories) / len(trajectories),
+    }
+    for name in trajectories[0].reward_parts if trajectories else ():
+        values = [t.reward_parts[name] for t in trajectories if t.reward_parts.get(name) is not None]
+        stats[f"reward/{name}"] = sum(values) / len(values) if values else float("nan")
+    return stats
+
 
 def read_rows(metrics_path: Path) -> list[dict[str, Any]]:
     """The rows of a ``metrics.jsonl`` file ([] if it does not exist).

@@ -1,8 +1,9 @@
-"""Generation engines: the seam between the trainer and whatever samples completions.
+"""Generation engines: the seam between an environment and whatever samples completions.
 
-An engine takes prompts as token ids (the chat template is applied before, by the environment) so
-that the same call works for the in-process transformers engine, a vLLM engine and remote Ray
-workers. After each policy update the trainer pushes the new weights with ``load_weights``.
+An engine takes prompts as token ids (the chat template is applied before, by the environment), so
+the transformers engine and the vLLM engine answer the same call. The rollout worker
+(``hone.rollout.worker``) holds one, and after each policy update gives it the learner's new
+weights with ``load_weights``.
 
 A generation ends at the end-of-sequence token or a stop string (``finish_reason="stop"``), at
 ``max_new_tokens`` (``"length"``), or when a :class:`StopCallback` watching the sequences as they
