@@ -56,9 +56,11 @@ def evaluate(
     out = {} if continuous else {"eval/accuracy": accuracy(greedy)}
     out |= {
         "eval/unscored": float(sum(r.reward is None for r in greedy)),
-        "eval/length": sum(len(r.completion_ids) for r in greedy) / max(1, len(greedy)),
+        "eval/length": sum(r.generated_tokens for r in greedy) / max(1, len(greedy)),
         **reward_means(greedy, "eval/reward"),
     }
+    if getattr(env, "max_turns", 1) > 1:  # a multi-turn environment: how many turns the model took
+        out["eval/turns"] = sum(sum(t.role == "assistant" for t in r.turns) for r in greedy) / max(1, len(greedy))
     if samples > 0 and pass_k_size > 0:
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, n=samples, seed=seed)
         sampled = env.rollout(problems[:pass_k_size], engine, params)
