@@ -316,7 +316,7 @@ class EvalConfig:
     """Held-out evaluation: greedy accuracy, and pass@k (Chen et al. 2021) from samples."""
 
     every: int = 10  # steps between evaluations; 0 evaluates only at the start and the end
-    reward: str = "math_verify"  # reward that judges correctness: full credit (>= 1) counts as correct
+    reward: str = "math_verify"  # the judge of held-out answers: full credit (>= 1) counts as correct, or a continuous score (its mean is reported)
     pass_k: tuple[int, ...] = (1, 4)  # k values reported as pass@k
     samples: int = 4  # samples per problem for pass@k; 0 disables the sampled evaluation
     pass_k_size: int = 50  # held-out problems in the sampled evaluation

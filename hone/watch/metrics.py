@@ -158,16 +158,21 @@ def read_rows(metrics_path: Path) -> list[dict[str, Any]]:
 
 
 def accuracy_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """Keys of held-out evaluations: any key containing ``accuracy``, and ``eval/`` keys with ``pass@``.
+    """Keys of held-out evaluations: any key containing ``accuracy``, and ``eval/`` keys with ``pass@``; for a
+    continuous judge, which reports neither, its mean scores.
 
     >>> accuracy_keys([{"step": 1, "reward/mean": 0.1, "eval/accuracy": 0.5}, {"eval/pass@4": 0.7}])
     ['eval/accuracy', 'eval/pass@4']
+    >>> accuracy_keys([{"step": 0, "eval/reward": 0.4, "eval/sampled_reward": 0.3, "eval/reward/vader": 0.4}])
+    ['eval/reward', 'eval/sampled_reward']
     """
     keys: dict[str, None] = {}
     for row in rows:
         for key in row:
             if "accuracy" in key or (key.startswith("eval/") and "pass@" in key):
                 keys[key] = None
+    if not keys:
+        keys = {key: None for row in rows for key in row if key in ("eval/reward", "eval/sampled_reward")}
     return list(keys)
 
 
@@ -227,7 +232,7 @@ def plot_run(metrics_path: Path, out_png: Path, title: str = "") -> Path | None:
         acc_ax.legend(loc="lower right", fontsize=8)
     else:
         acc_ax.text(0.5, 0.5, "no evaluations logged", ha="center", va="center", transform=acc_ax.transAxes)
-    acc_ax.set(title="held-out evaluation", xlabel="step", ylabel="accuracy")
+    acc_ax.set(title="held-out evaluation", xlabel="step", ylabel="judge score" if set(keys) & {"eval/reward", "eval/sampled_reward"} else "accuracy")
     acc_ax.grid(alpha=0.3)
 
     if title:
