@@ -59,6 +59,8 @@ class ToolEnv(MultiTurnEnv):
     def env_response(self, trajectory: Trajectory) -> list[dict[str, str]]:
         tool, argument = self.call.search(trajectory.text).groups()
         output = calculate(argument) if tool == "calculator" else run_python(argument, self.timeout_s)
+        for special in self.tokenizer.all_special_tokens:  # printed "<|im_end|>" must not become a turn boundary
+            output = output.replace(special, "")
         return [{"role": "tool", "content": output[:MAX_OUTPUT_CHARS]}]
 
 
