@@ -1,0 +1,39 @@
+"""The Learner's own bookkeeping: the non-finite guard that stops a run, and the CLI's answer to it."""
+
+import copy
+
+import pytest
+
+from hone.config import load_config
+from hone.learner.learner import Learner, TrainingStopped
+from tests.conftest import TOKENIZER
+from tests.learner.test_update import make_batch
+
+
+def poisoned(model):
+    batch = make_batch(model)
+    batch.advantages[0, 0] = float("nan")
+    return batch
+
+
+def test_updates_non_finite_n_times_in_a_row_stop_the_run_with_one_line(tiny, tokenizer):
+    cfg = load_config("recipes/quickstart.yaml", [f"model={TOKENIZER}", "train.nonfinite_limit=2", "train.bf16=false"])
+    model = copy.deepcopy(tiny).train()
+    learner = Learner(cfg, model, pad_id=tokenizer.pad_token_id)
+    assert learner.update(poisoned(model))["skipped_nonfinite"] == 1.0
+    assert learner.update(make_batch(model))["skipped_nonfinite"] == 0.0  # a clean update resets the count
+    assert learner.update(poisoned(model))["skipped_nonfinite"] == 1.0
+    with pytest.raises(TrainingStopped, match=r"^2 updates in a row had a non-finite loss or gradient .*train.nonfinite_limit=2"):
+        learner.update(poisoned(model))
+
+
+def test_the_cli_reports_a_stopped_run_in_one_line_with_exit_code_3(monkeypatch, capsys):
+    import hone.trainer
+    from hone.cli import main
+
+    def stops(cfg):
+        raise TrainingStopped("3 updates in a row had a non-finite loss")
+
+    monkeypatch.setattr(hone.trainer, "train", stops)
+    assert main(["train", "recipes/quickstart.yaml"]) == 3
+    assert capsys.readouterr().err == "hone: stopped: 3 updates in a row had a non-finite loss\n"
