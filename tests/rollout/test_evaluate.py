@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from hone.data.records import Trajectory
 from hone.rollout.evaluate import evaluate, evaluate_as_configured
 
 
@@ -26,8 +27,9 @@ def _as_list(rewards):
 
 
 def _trajectory(problem, reward):
-    return SimpleNamespace(problem=problem, reward=reward, reward_parts={"judge": reward}, completion_ids=[1, 2],
-                           text="answer", finish_reason="stop")
+    trajectory = Trajectory.single_turn(problem, [0], [1, 2], "answer", [-0.5, -0.5], "stop")
+    trajectory.reward, trajectory.reward_parts = reward, {"judge": reward}
+    return trajectory
 
 
 PROBLEMS = [SimpleNamespace(id=str(i), answer="") for i in range(3)]
