@@ -37,3 +37,18 @@ def test_the_cli_reports_a_stopped_run_in_one_line_with_exit_code_3(monkeypatch,
     monkeypatch.setattr(hone.trainer, "train", stops)
     assert main(["train", "recipes/quickstart.yaml"]) == 3
     assert capsys.readouterr().err == "hone: stopped: 3 updates in a row had a non-finite loss\n"
+
+
+def test_warmup_counts_training_steps_and_stands_still_while_only_the_critic_learns(tiny, tokenizer):
+    """Four optimizer steps per training step (2 epochs x 2 mini-batches): the learning rate still rises by a
+    quarter per training step, and not at all during a step in which the policy does not learn."""
+    cfg = load_config("recipes/quickstart.yaml", [f"model={TOKENIZER}", "train.warmup_steps=4", "train.lr=1e-3", "train.bf16=false",
+                                                  "algorithm.ppo_epochs=2", "algorithm.mini_batches=2"])
+    model = copy.deepcopy(tiny).train()
+    learner = Learner(cfg, model, pad_id=tokenizer.pad_token_id)
+    lrs = [learner.update(make_batch(model))["lr"]]
+    learner.train_policy = False  # as critic warm-up sets it
+    lrs.append(learner.update(make_batch(model))["lr"])
+    learner.train_policy = True
+    lrs += [learner.update(make_batch(model))["lr"] for _ in range(4)]
+    assert lrs == pytest.approx([0.25e-3, 0.5e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3])
