@@ -4,7 +4,7 @@
 
 Work (issue 3): SmolLM2-135M-Instruct (the embedded GGUF, dequantised), 8 prompts x 8 samples,
 at most 64 new tokens, temperature 1.0, one optimizer update per batch, with and without a KL term.
-Prints seconds per step (median of ``--steps`` after one warm-up step) for each side, their ratio,
+Prints the CPU and its bf16 units, seconds per step (median of ``--steps`` after one warm-up step) for each side, their ratio,
 hone's time per phase, the generation throughput of hone's engine against standalone vLLM on the
 same prompts, and the physical limit: the step's FLOPs divided by this machine's measured peak
 matmul rate. Nothing here is a test; the numbers depend on the machine and what else runs on it.
@@ -149,9 +149,10 @@ def main() -> None:
                         help="a config override for hone's runs, e.g. --set train.device=cuda --set model=FOLDER (repeatable)")
     args = parser.parse_args()
     extra = tuple(args.set)
-    from hone.runtime import device_of
+    from hone.runtime import cpu_description, device_of
 
     torch.set_num_threads(os.cpu_count() or 1)
+    print(f"cpu: {cpu_description()}; torch {torch.__version__} CPU kernels: {torch.backends.cpu.get_cpu_capability()}", flush=True)
     print(f"work: {PROMPTS} prompts x {GROUP} samples, <= {MAX_NEW} new tokens (>= {args.min_new_tokens}), temperature 1.0, one update per batch; "
           f"{torch.get_num_threads()} threads; median of {args.steps} steps after a warm-up", flush=True)
     # TRL first, each in a child process, while this process holds no model: memory stays in bounds

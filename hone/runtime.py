@@ -105,3 +105,34 @@ def autocast(device, enabled: bool):
     import torch
 
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+_BF16_UNITS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}  # /proc/cpuinfo flag -> the unit's name
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The CPU's model and the bf16 matrix units it has, for every speed figure to name where it was measured.
+
+    ``cpuinfo`` is the text of ``/proc/cpuinfo`` (read when None; elsewhere only the model is known).
+
+    >>> cpu_description("model name\\t: AMD EPYC 9R14\\nflags\\t\\t: fpu avx2 avx512bw avx512_bf16\\n")
+    'AMD EPYC 9R14; bf16 units: AVX512-BF16 (no AMX)'
+    >>> cpu_description("model name\\t: Intel(R) Xeon(R) Platinum 8488C\\nflags\\t\\t: avx512_bf16 amx_bf16 amx_tile\\n")
+    'Intel(R) Xeon(R) Platinum 8488C; bf16 units: AMX-BF16, AVX512-BF16'
+    >>> cpu_description("model name\\t: Old CPU\\nflags\\t\\t: avx2\\n")
+    'Old CPU; bf16 units: none (bf16 matmuls are emulated)'
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            import platform
+
+            return f"{platform.processor() or platform.machine()}; bf16 units: unknown (no /proc/cpuinfo)"
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    units = [name for flag, name in sorted(_BF16_UNITS.items()) if flag in flags]
+    found = ", ".join(units) + ("" if "amx_bf16" in flags or not units else " (no AMX)") if units else "none (bf16 matmuls are emulated)"
+    return f"{fields.get('model name', 'unknown CPU')}; bf16 units: {found}"
