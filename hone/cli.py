@@ -80,10 +80,20 @@ def evaluate_recipe(cfg) -> dict[str, float]:
 
     configure_cpu(cfg.train.threads, cfg.train.keep_freed_memory)
     problems = make_task(cfg.task).eval_problems()
-    tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model).eval()
+    tokenizer = load_tokenizer(cfg.model)
     with WorkerPool(max(1, cfg.rewards.workers), cfg.rewards.timeout_s) as pool:
         env = make_env(cfg.env, tokenizer, RewardScorer([RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))], pool))
-        engine = HFEngine(model, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
+        if cfg.eval.engine == "vllm":
+            from hone.models import local_folder
+            from hone.rollout.engine.factory import derive_max_model_len
+            from hone.rollout.engine.vllm import VLLMEngine
+            from hone.rollout.worker import env_budget
+
+            budget = env_budget(cfg, cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens)
+            engine = VLLMEngine(local_folder(cfg.model), dtype="bfloat16" if cfg.eval.bf16 else "float32", seed=cfg.train.seed,
+                                max_model_len=derive_max_model_len((len(env.prompt_ids(p)) for p in problems), budget))
+        else:
+            engine = HFEngine(load_model(cfg.model).eval(), tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
         report = evaluate_as_configured(cfg, env, engine, problems)
     examples = {f"example {r.problem.id} = {r.problem.answer}": r.text for r in report.greedy[:3]}
     return {"model": cfg.model, "problems": len(problems), **report.metrics, **examples}

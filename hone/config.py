@@ -323,6 +323,7 @@ class EvalConfig:
     max_new_tokens: int | None = None  # generation cap; None uses rollout.max_new_tokens
     at_start: bool = True  # evaluate the starting model before the first step
     bf16: bool = False  # generate eval answers under bf16 autocast: faster, but fp32 matches plain transformers
+    engine: Literal["transformers", "vllm"] = "transformers"  # transformers: on the policy itself, matching plain transformers; vllm: faster (README: agreement); in training it is the rollout engine, so rollout.engine must be vllm
 
     def __post_init__(self) -> None:
         _coerce(self)
@@ -388,6 +389,8 @@ class Config:
         batch, mini = self.rollout.prompts_per_step * self.rollout.group_size, self.algorithm.mini_batches
         rule = f"must be <= rollout.prompts_per_step * rollout.group_size ({batch})"
         _require(mini <= batch, "algorithm.mini_batches", rule, mini)
+        _require(self.eval.engine != "vllm" or self.rollout.engine != "transformers", "eval.engine",
+                 "'vllm' evaluates with the rollout engine, so it needs rollout.engine vllm or auto", self.eval.engine)
 
     @property
     def run_dir(self) -> Path:

@@ -20,6 +20,9 @@ def run(capsys, *argv):
         (["train", "recipes/quickstart.yaml", "model=/no/such/model"], "hone: error: model '/no/such/model': not a model folder"),
         (["eval", "recipes/quickstart.yaml", "task.name=gsm8k", "task.path=/no/file.jsonl"], "hone: error: dataset file '/no/file.jsonl' not found"),
         (["train", "recipes/quickstart.yaml", "rewards.functions=[{name: nope}]"], "hone: error: unknown reward 'nope'"),
+        (["train", "recipes/quickstart.yaml", "rollout.engine=transformers", "eval.engine=vllm"],
+         "hone: error: eval.engine: 'vllm' evaluates with the rollout engine, so it needs rollout.engine vllm or auto, got 'vllm'"),
+        (["eval", "recipes/quickstart.yaml", "eval.engine=fast"], "hone: error: eval.engine: expected 'transformers' or 'vllm', got 'fast'"),
     ],
 )
 def test_user_mistakes_are_one_line(capsys, tmp_path, argv, expected):

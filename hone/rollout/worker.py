@@ -8,7 +8,8 @@ worker behind a Ray actor without changing either side. In one process the trans
 generates with the learner's own policy (``policy``), and ``load_weights`` has nothing to copy.
 
 Held-out evaluation generates with transformers on the policy itself (at evaluation precision), so
-its numbers do not depend on the rollout engine and match plain transformers.
+its numbers do not depend on the rollout engine and match plain transformers; ``eval.engine: vllm``
+evaluates with the rollout's vLLM engine instead, several times faster.
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ class RolloutWorker:
         env = make_env(cfg.env, tokenizer, with_reward_model(cfg, RewardScorer(components, pool), reward_model, cfg.rewards.model_weight))
         # held out, the judge decides; a reward model's score rides along at weight 0, to be logged
         eval_env = make_env(cfg.env, tokenizer, with_reward_model(cfg, RewardScorer(judge, pool), reward_model, 0.0))
+        turn = cfg.rollout.max_new_tokens  # the longest model turn the engine sees; evaluation's too when it evaluates
+        if cfg.eval.engine == "vllm":
+            turn = max(turn, cfg.eval.max_new_tokens or 0)
         max_model_len = cfg.rollout.max_model_len or derive_max_model_len(
             (len(env.prompt_ids(p)) for p in [*task.eval_problems(), *islice(task.train_problems(cfg.train.seed), 256)]),
-            env_budget(cfg))
+            env_budget(cfg, turn))
         engine = make_engine(cfg.rollout, cfg.model, policy, tokenizer, seed=cfg.train.seed, max_model_len=max_model_len)
-        evaluator = HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
+        evaluator = eval_engine(cfg, engine, policy, tokenizer)
         return cls(tokenizer, env, engine, pool=pool, eval_env=eval_env, eval_engine=evaluator)
 
     def rollout(self, problems: Sequence[Problem], sampling: SamplingParams) -> list[ScoredGroup]:
@@ -78,14 +82,28 @@ class RolloutWorker:
             self.pool.close()
 
 
-def env_budget(cfg) -> int:
-    """Tokens after the prompt that one episode can take: every model turn's budget, and each tool reply."""
+def eval_engine(cfg, engine: Engine, policy, tokenizer) -> Engine:
+    """What held-out evaluation generates with: transformers on the policy itself (``eval.engine:
+    transformers``, at evaluation precision), or the rollout engine when that is vLLM (``vllm``)."""
+    if cfg.eval.engine == "transformers":
+        return HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
+    from hone.config import ConfigError
+    from hone.rollout.engine.vllm import VLLMEngine
+
+    if not isinstance(engine, VLLMEngine):
+        raise ConfigError(f"eval.engine: 'vllm' evaluates with the rollout engine, which is {type(engine).__name__} here; "
+                          "set rollout.engine=vllm (with vLLM installed) or eval.engine=transformers")
+    return engine
+
+
+def env_budget(cfg, max_new_tokens: int) -> int:
+    """Tokens after the prompt that one episode can take: every model turn's ``max_new_tokens``, and each tool reply."""
     if cfg.env.name == "single_turn":
-        return cfg.rollout.max_new_tokens
+        return max_new_tokens
     from hone.rollout.envs.tools import MAX_OUTPUT_CHARS
 
     # a reply is at most MAX_OUTPUT_CHARS characters (each at least one token's worth) plus its chat-template framing
-    return cfg.env.max_turns * cfg.rollout.max_new_tokens + (cfg.env.max_turns - 1) * (MAX_OUTPUT_CHARS + 32)
+    return cfg.env.max_turns * max_new_tokens + (cfg.env.max_turns - 1) * (MAX_OUTPUT_CHARS + 32)
 
 
 def with_reward_model(cfg, scorer: RewardScorer, reward_model, weight: float):

