@@ -15,16 +15,15 @@ import time
 
 
 def main(argv: list[str]) -> None:
+    from dataclasses import replace
+
     from hone.config import load_config
     from hone.data.tasks import make_task
-    from hone.models import load_model, load_tokenizer, local_folder
+    from hone.models import load_tokenizer
     from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
-    from hone.rollout.engine.factory import derive_max_model_len
-    from hone.rollout.engine.hf import HFEngine
-    from hone.rollout.engine.vllm import VLLMEngine
     from hone.rollout.envs import make_env
     from hone.rollout.evaluate import evaluate_as_configured
-    from hone.rollout.worker import env_budget
+    from hone.rollout.worker import standalone_eval_engine
     from hone.runtime import configure_cpu, cpu_description
 
     recipe = argv[0] if argv and not "=" in argv[0] else "recipes/quickstart.yaml"
@@ -36,14 +35,8 @@ def main(argv: list[str]) -> None:
     reports = {}
     with WorkerPool(max(1, cfg.rewards.workers), cfg.rewards.timeout_s) as pool:
         env = make_env(cfg.env, tokenizer, RewardScorer([RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))], pool))
-        max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
-        engines = {
-            "transformers": lambda: HFEngine(load_model(cfg.model).eval(), tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16),
-            "vllm": lambda: VLLMEngine(local_folder(cfg.model), dtype="bfloat16" if cfg.eval.bf16 else "float32", seed=cfg.train.seed,
-                                       max_model_len=derive_max_model_len((len(env.prompt_ids(p)) for p in problems), env_budget(cfg, max_new))),
-        }
-        for name, build in engines.items():
-            engine = build()
+        for name in ("transformers", "vllm"):
+            engine = standalone_eval_engine(replace(cfg, eval=replace(cfg.eval, engine=name)), env, tokenizer, problems)
             evaluate_as_configured(cfg, env, engine, problems[:8])  # warm-up, not timed
             began = time.perf_counter()
             reports[name] = evaluate_as_configured(cfg, env, engine, problems)

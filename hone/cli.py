@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate_recipe(cfg) -> dict[str, float]:
     """Greedy accuracy (and pass@k) of ``cfg.model`` on the task's held-out problems."""
-    from hone.rollout.engine.hf import HFEngine
     from hone.rollout.envs import make_env
     from hone.rollout.evaluate import evaluate_as_configured
-    from hone.models import load_model, load_tokenizer
+    from hone.rollout.worker import standalone_eval_engine
+    from hone.models import load_tokenizer
     from hone.rewards import RewardComponent, RewardScorer, WorkerPool, load_reward_fn
     from hone.runtime import configure_cpu
     from hone.data.tasks import make_task
@@ -83,17 +83,7 @@ def evaluate_recipe(cfg) -> dict[str, float]:
     tokenizer = load_tokenizer(cfg.model)
     with WorkerPool(max(1, cfg.rewards.workers), cfg.rewards.timeout_s) as pool:
         env = make_env(cfg.env, tokenizer, RewardScorer([RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))], pool))
-        if cfg.eval.engine == "vllm":
-            from hone.models import local_folder
-            from hone.rollout.engine.factory import derive_max_model_len
-            from hone.rollout.engine.vllm import VLLMEngine
-            from hone.rollout.worker import env_budget
-
-            budget = env_budget(cfg, cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens)
-            engine = VLLMEngine(local_folder(cfg.model), dtype="bfloat16" if cfg.eval.bf16 else "float32", seed=cfg.train.seed,
-                                max_model_len=derive_max_model_len((len(env.prompt_ids(p)) for p in problems), budget))
-        else:
-            engine = HFEngine(load_model(cfg.model).eval(), tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
+        engine = standalone_eval_engine(cfg, env, tokenizer, problems)
         report = evaluate_as_configured(cfg, env, engine, problems)
     examples = {f"example {r.problem.id} = {r.problem.answer}": r.text for r in report.greedy[:3]}
     return {"model": cfg.model, "problems": len(problems), **report.metrics, **examples}

@@ -96,6 +96,21 @@ def eval_engine(cfg, engine: Engine, policy, tokenizer) -> Engine:
     return engine
 
 
+def standalone_eval_engine(cfg, env: Environment, tokenizer, problems: Sequence[Problem]) -> Engine:
+    """The engine ``eval.engine`` names for evaluating ``cfg.model`` outside training (``hone eval``), at the
+    evaluation's precision: transformers on the loaded model, or vLLM sized for ``problems``' longest prompt."""
+    if cfg.eval.engine == "transformers":
+        from hone.models import load_model
+
+        return HFEngine(load_model(cfg.model).eval(), tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
+    from hone.models import local_folder
+    from hone.rollout.engine.vllm import VLLMEngine
+
+    budget = env_budget(cfg, cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens)
+    return VLLMEngine(local_folder(cfg.model), dtype="bfloat16" if cfg.eval.bf16 else "float32", seed=cfg.train.seed,
+                      max_model_len=derive_max_model_len((len(env.prompt_ids(p)) for p in problems), budget))
+
+
 def env_budget(cfg, max_new_tokens: int) -> int:
     """Tokens after the prompt that one episode can take: every model turn's ``max_new_tokens``, and each tool reply."""
     if cfg.env.name == "single_turn":
