@@ -1,75 +1,155 @@
-"""Attention for the packed training forward on the CPU: the scores as plain matmuls, under hone's own mask.
+"""Attention for the packed training forward on the CPU, computed segment by segment.
 
-The packed forward (``hone.learner.forward``) gives the model a boolean ``(rows, 1, L, L)`` mask under which
-each completion sees its prompt and its own earlier tokens. PyTorch's CPU flash-attention kernel takes
-such a mask but still walks every block of every row, and its backward is slow at these sizes. Scores
-as two matmuls with a softmax between them do the same arithmetic in fewer, larger kernels; the mask
-goes in as an additive fp32 bias built once per forward (``attention_bias``), so the sum is the upcast
-for the fp32 softmax, and the scale goes on the queries rather than on the ``L x L`` scores. On the
-GRPO benchmark's saved batches (packed rows of about 300 tokens, 2 rows a micro-batch), a policy
-update's forward and backward took 4.96 s against sdpa's 5.96 s eager, and 4.75 against 5.68 s with
-compiled layers (in one process, medians of 9 updates, 2 cores). The price is memory: the scores of
-every head and layer are kept for the backward (about 6 bytes each), ``heads x L^2`` per row and
-layer, so a forward whose rows hold more than ``MAX_SCORES`` of them a layer keeps sdpa (whose kernel
-keeps one number per row and head), as do rows longer than ``MAX_LENGTH``, where sdpa's flash kernel
-wins. GPUs keep sdpa.
+The packed forward (``hone.learner.forward``) puts a prompt and its group's completions back to
+back in one row; under its mask each completion sees the prompt and its own earlier tokens, nothing
+else. Attention over the whole row computes all ``L^2`` scores and throws most away: a row of a
+40-token prompt and 8 completions of 63 tokens is 544 tokens, and each completion token needs at
+most 40 + 63 of them. PyTorch's CPU flash kernel takes the mask but still walks every block, and a
+plain ``softmax(QK^T + bias) V`` does the full arithmetic. Here the scores are computed only where the
+mask can be true:
 
-Under bf16 autocast the scores come out of their matmul in bf16 (sdpa's kernel keeps them in fp32):
-on those batches the mean |log-prob error| against an fp32 forward was 0.026-0.029 per token, sdpa's
-0.026-0.029, the largest 0.25-0.45 against sdpa's 0.22-0.29. The update's log-prob gap metric and
-``algorithm.tis_cap`` see and correct the engine mismatch this adds to.
+* the prompts: causal attention over the first ``P`` positions of each row (``P`` the longest prompt);
+* the completions: each completion segment, gathered into a ``(segments, C)`` layout (``C`` the longest),
+  attends to its row's prompt keys and its own keys, ``C x (P + C)`` scores a segment.
 
-Grouped-query attention goes in without copying keys and values per query head: each key head's
-queries are stacked into one matmul.
+The outputs are gathered back into the packed row in one index, so autograd sees gathers and matmuls
+only. The scores come out of their matmul in the working dtype (bf16 under autocast) and get the mask as
+an fp32 bias (``-inf`` where a key is not seen), so the softmax runs in fp32; the scale goes on the
+queries rather than on the scores. Grouped-query attention goes in without copying keys and values per
+query head: each key head's queries are stacked into one matmul. The layout is built once per forward
+(``segment_layout``) and shared by every layer.
+
+A forward whose layout holds more than ``MAX_SCORES`` scores a layer keeps sdpa (the scores of every
+layer are kept for the backward, about 6 bytes each), as does a span (``P + C``) longer than
+``MAX_SPAN``; GPUs keep sdpa.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
+from typing import NamedTuple
 
 import torch
 
 NAME = "hone_packed_cpu"  # the name it is registered under with transformers' AttentionInterface
-MAX_LENGTH = 768  # longest packed row (tokens) that takes this path; measured: faster up to about 550, slower from 1000
-MAX_SCORES = 1 << 23  # most scores a layer (rows x heads x L^2) that take it: 50 MB a layer kept for the backward, 1.5 GB over 30
+MAX_SPAN = 768  # longest prompt + completion (tokens) that takes this path
+MAX_SCORES = 1 << 23  # most scores a layer (heads x (rows P^2 + segments C (P + C))) that take it: 50 MB a layer kept for the backward
 
 
-def masked_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
-    """Softmax attention of ``query (B, H, L, D)`` over ``key``/``value (B, KV, L, D)``, with ``attention_mask (B, 1, L, L)``
-    an fp32 bias added to the scores (0 where a query sees a key, ``-inf`` elsewhere; ``attention_bias``);
-    returns ``((B, L, H, D), None)``, as transformers' attention functions do."""
-    batch, heads, length, dim = query.shape
+class SegmentLayout(NamedTuple):
+    """Where each packed token's attention is computed, for rows of ``length`` tokens (see the module docstring)."""
+
+    prompt: int  # P, the longest prompt; positions [0, P) of every row go through the prompt part
+    rows: torch.Tensor  # (S,) long, the packed row of each completion segment
+    places: torch.Tensor  # (S, C) long, the positions of each segment's tokens in its row (0 past its end)
+    tokens: torch.Tensor  # (S * C,) long, the same as indices into the (rows * length) packed tokens
+    prompt_bias: torch.Tensor  # (rows, 1, 1, P, P) fp32: 0 where a prompt query sees a key, -inf elsewhere
+    segment_bias: torch.Tensor  # (S, 1, 1, C, P + C) fp32: the same for completion queries over [prompt keys | own keys]
+    source: torch.Tensor  # (rows * length,) long: for each packed position, its output's row in [prompt outputs | segment outputs | zeros]
+
+    @property
+    def scores(self) -> int:
+        """Scores a layer computes per head."""
+        segments, width = self.places.shape
+        return self.prompt_bias.shape[0] * self.prompt**2 + segments * width * (self.prompt + width)
+
+
+def segment_layout(seg: torch.Tensor, device: torch.device | str = "cpu") -> SegmentLayout:
+    """The layout of packed rows ``seg (rows, L)``: 0 marks a row's prompt (at its start), ``r + 1`` the tokens
+    of batch row ``r``'s completion (contiguous), -1 padding (``hone.learner.forward.segment_mask``'s convention)."""
+    n_rows, length = seg.shape
+    prompt_lengths = (seg == 0).sum(1)
+    prompt = max(1, int(prompt_lengths.max()))
+    rows, starts, sizes = [], [], []
+    for g in range(n_rows):
+        values, counts = torch.unique_consecutive(seg[g], return_counts=True)
+        offsets = torch.cumsum(counts, 0) - counts
+        for value, offset, count in zip(values.tolist(), offsets.tolist(), counts.tolist()):
+            if value > 0:
+                rows.append(g), starts.append(offset), sizes.append(count)
+    width = max(sizes, default=1)
+    rows_t, starts_t, sizes_t = torch.tensor(rows, dtype=torch.long), torch.tensor(starts, dtype=torch.long), torch.tensor(sizes, dtype=torch.long)
+    steps = torch.arange(width)
+    inside = steps[None, :] < sizes_t[:, None]  # (S, C) real tokens of each segment
+    places = torch.where(inside, starts_t[:, None] + steps[None, :], 0)
+    keys = torch.arange(prompt)
+    prompt_seen = (keys[None, None, :] <= keys[None, :, None]) & (keys[None, None, :] < prompt_lengths[:, None, None])
+    prompt_seen |= torch.eye(prompt, dtype=torch.bool)  # a query past a short prompt (its output unused) still sees itself
+    own_seen = (steps[None, :] <= steps[:, None])[None] & inside[:, None, :]  # (S, C, C) causal within the segment
+    segment_seen = torch.cat([(keys[None, :] < prompt_lengths[rows_t][:, None])[:, None, :].expand(-1, width, -1), own_seen], 2)
+    # each packed position's output: its prompt output, its segment output, or zeros (padding)
+    source = torch.full((n_rows, length), n_rows * prompt + len(rows) * width, dtype=torch.long)
+    in_prompt = torch.arange(length)[None, :] < prompt_lengths[:, None]
+    source[in_prompt] = (torch.arange(n_rows)[:, None] * prompt + torch.arange(length)[None, :])[in_prompt]
+    segment_out = n_rows * prompt + torch.arange(len(rows) * width).view(-1, width)
+    source[rows_t[:, None].expand(-1, width)[inside], places[inside]] = segment_out[inside]
+    tokens = (rows_t[:, None] * length + places).flatten()
+    return SegmentLayout(prompt, rows_t.to(device), places.to(device), tokens.to(device), _bias(prompt_seen)[:, None, None].to(device),
+                         _bias(segment_seen)[:, None, None].to(device), source.flatten().to(device))
+
+
+def _bias(seen: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(seen.shape).masked_fill_(~seen, float("-inf"))
+
+
+def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``softmax(query key^T + bias) value`` for ``query (N, H, Q, D)`` (already scaled), ``key``/``value (N, KV, K, D)``
+    and ``bias (N, 1, 1, Q, K)``; returns ``(N, Q, H, D)``."""
+    n, heads, length, dim = query.shape
     kv_heads = key.shape[1]
     group = heads // kv_heads  # query heads per key head
-    query = query * (dim**-0.5 if scaling is None else scaling)  # scaled on (L, D), not on the (L, L) scores
-    scores = query.reshape(batch, kv_heads, group * length, dim) @ key.transpose(-1, -2)  # (B, KV, group * L, L)
-    scores = scores.view(batch, kv_heads, group, length, -1) + attention_mask[:, :, None]  # fp32 from here; every row sees itself
-    weights = torch.softmax(scores, -1).to(value.dtype)
-    weights = torch.nn.functional.dropout(weights, dropout, training=dropout > 0)
-    out = weights.view(batch, kv_heads, group * length, -1) @ value  # (B, KV, group * L, D)
-    return out.view(batch, heads, length, dim).transpose(1, 2).contiguous(), None
+    scores = query.reshape(n, kv_heads, group * length, dim) @ key.transpose(-1, -2)  # (N, KV, group * Q, K)
+    weights = torch.softmax(scores.view(n, kv_heads, group, length, key.shape[2]) + bias, -1).to(value.dtype)  # fp32 softmax
+    out = weights.view(n, kv_heads, group * length, key.shape[2]) @ value  # (N, KV, group * Q, D)
+    return out.view(n, heads, length, dim).transpose(1, 2)
 
 
-def attention_bias(mask: torch.Tensor) -> torch.Tensor:
-    """A boolean attention mask as the fp32 bias ``masked_attention`` adds: 0 where true, ``-inf`` where false."""
-    return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
+def segment_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, *,
+                      layout: SegmentLayout, **kwargs):
+    """Attention of packed rows, ``query (B, H, L, D)`` over ``key``/``value (B, KV, L, D)``, computed per ``layout``
+    (``attention_mask``, the boolean mask sdpa would take, is not read); returns ``((B, L, H, D), None)``, as
+    transformers' attention functions do. No dropout: the training forward of RL runs without it."""
+    if dropout:
+        raise ValueError(f"segment_attention: attention dropout {dropout} is not supported; the packed CPU forward needs 0")
+    batch, heads, length, dim = query.shape
+    query = query * (dim**-0.5 if scaling is None else scaling)
+    p = layout.prompt
+    prompt_out = _attend(query[:, :, :p], key[:, :, :p], value[:, :, :p], layout.prompt_bias)  # (B, P, H, D)
+    segments, width = layout.places.shape
+    own_q, own_k, own_v = (_gather(t, layout.tokens).view(segments, width, t.shape[1], dim).transpose(1, 2) for t in (query, key, value))
+    keys = torch.cat([key[:, :, :p].index_select(0, layout.rows), own_k], 2)  # (S, KV, P + C, D)
+    values = torch.cat([value[:, :, :p].index_select(0, layout.rows), own_v], 2)
+    segment_out = _attend(own_q, keys, values, layout.segment_bias)  # (S, C, H, D)
+    outputs = torch.cat([prompt_out.reshape(-1, heads * dim), segment_out.reshape(-1, heads * dim), query.new_zeros(1, heads * dim)])
+    return outputs.index_select(0, layout.source).view(batch, length, heads, dim), None
+
+
+def _gather(t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Rows ``tokens`` of ``t (B, H, L, D)`` seen as ``(B * L, H * D)``: index_select, whose backward is a parallel index_add."""
+    batch, heads, length, dim = t.shape
+    return t.transpose(1, 2).reshape(batch * length, heads * dim).index_select(0, tokens)
 
 
 @contextmanager
-def packed_attention(model, rows: int, length: int, device: torch.device):
-    """Within the context, ``model``'s attention layers use ``masked_attention`` when it pays: on the CPU, for
-    an sdpa model, for ``rows`` packed rows of ``length`` tokens within ``MAX_LENGTH`` and ``MAX_SCORES``.
-    Yields how to give the model its boolean mask: as ``attention_bias`` then, as it is otherwise (for sdpa)."""
+def packed_attention(model, seg: torch.Tensor, device: torch.device):
+    """Within the context, ``model``'s attention layers use ``segment_attention`` over the layout of ``seg`` (packed
+    rows, see ``segment_layout``) when it pays: on the CPU, for an sdpa model, within ``MAX_SPAN`` and
+    ``MAX_SCORES``, without attention dropout; otherwise sdpa with the boolean mask the model is given either way."""
     config = model.config
-    scores = rows * getattr(config, "num_attention_heads", 1) * length**2
-    if device.type != "cpu" or length > MAX_LENGTH or scores > MAX_SCORES or config._attn_implementation != "sdpa":
-        yield lambda mask: mask
+    if device.type != "cpu" or config._attn_implementation != "sdpa" or (model.training and getattr(config, "attention_dropout", 0.0)):
+        yield
+        return
+    layout = segment_layout(seg, device)
+    heads = getattr(config, "num_attention_heads", 1)
+    if layout.prompt + layout.places.shape[1] > MAX_SPAN or heads * layout.scores > MAX_SCORES:
+        yield
         return
     from transformers import AttentionInterface
 
-    AttentionInterface.register(NAME, masked_attention)
+    AttentionInterface.register(NAME, partial(segment_attention, layout=layout))
     config._attn_implementation = NAME
     try:
-        yield attention_bias
+        yield
     finally:
         config._attn_implementation = "sdpa"

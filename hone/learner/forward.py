@@ -6,7 +6,7 @@ on padding. The packed forward puts each distinct prompt once in a row, followed
 completions back to back, and gives the model a mask under which each completion sees the prompt
 and its own earlier tokens only: the same numbers as the plain forward (tests/learner/test_forward.py holds
 them to float tolerance), at ``U * P + sum(C_i)`` tokens instead of ``B * (P + max C)``. On the CPU
-the masked attention runs as plain matmuls (``hone.learner.attention``), faster there than sdpa's kernel.
+attention is computed per segment, only where the mask lets a token see (``hone.learner.attention``).
 """
 
 from __future__ import annotations
@@ -115,10 +115,9 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
     seg = torch.full((len(rows), total), -1)  # -1: padding at the end of a packed row
     for g, (t, p, s) in enumerate(rows):
         ids[g, : len(t)], pos[g, : len(t)], seg[g, : len(t)] = t, p, s
-    with packed_attention(model, len(rows), total, device) as as_bias:
-        mask = segment_mask(seg)[:, None].to(device)
-        out = model(input_ids=ids.to(device), attention_mask=as_bias(mask), position_ids=pos.to(device), use_cache=False,
-                    output_hidden_states=True, logits_to_keep=1)
+    with packed_attention(model, seg, device):
+        out = model(input_ids=ids.to(device), attention_mask=segment_mask(seg)[:, None].to(device), position_ids=pos.to(device),
+                    use_cache=False, output_hidden_states=True, logits_to_keep=1)
     where = where.to(device)
     return out.hidden_states[-1][where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
 
