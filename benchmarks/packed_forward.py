@@ -27,27 +27,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
-    from hone.learner.batch import collate
     from hone.config import load_config
-    from hone.rollout.envs.single_turn import SingleTurnEnv
     from hone.learner.forward import micro_batches, policy_forward
     from hone.models import load_model, load_tokenizer
-    from hone.data.records import Trajectory
-    from hone.data.tasks import make_task
 
     cfg = load_config("recipes/quickstart.yaml", [])
     tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model).train()
-    env = SingleTurnEnv(tokenizer, None)
-    gen = torch.Generator().manual_seed(0)
-    rollouts = []
-    for problem in islice(make_task(cfg.task).train_problems(seed=0), 8):
-        prompt = env.prompt_ids(problem)
-        for _ in range(8):
-            length = int(torch.randint(args.completion // 4, args.completion + 1, (1,), generator=gen))
-            completion = torch.randint(100, 40000, (length,), generator=gen).tolist()
-            rollouts.append(Trajectory.single_turn(problem, prompt, completion, "", [0.0] * length, "length"))
-    batch = collate(rollouts, tokenizer.pad_token_id)
-    print(f"batch: {len(batch)} rows, prompt {len(rollouts[0].prompt_ids)} tokens, completions "
+    batch = benchmark_batch(cfg, tokenizer, args.completion)
+    print(f"batch: {len(batch)} rows, prompts of up to {batch.input_ids.shape[1] - batch.completion_length} tokens, completions "
           f"{int(batch.completion_mask.sum(1).min())}..{batch.completion_length} tokens, micro-batch {args.micro_batch}, bf16 autocast")
 
     def step(pack: bool) -> tuple[float, torch.Tensor]:
@@ -74,6 +61,29 @@ def main() -> None:
     print(f"packed forward+backward: {packed:.2f} s {[round(t, 2) for t in times[True]]}")
     print(f"speed-up ratio (plain / packed): {plain / packed:.2f}x; largest log-prob difference between them {gap:.2e} nats "
           "(bf16 rounding: on sampled text each path is within about 0.03 nats of fp32 on average, tests/learner/test_forward.py holds fp32 to 1e-5)")
+
+
+def benchmark_batch(cfg, tokenizer, completion: int, shortest: int | None = None):
+    """The benchmark's GRPO batch, deterministic: the first 8 training prompts of ``cfg``'s task, 8 completions each
+    of random tokens, their lengths drawn from ``shortest`` (default a quarter of ``completion``) to ``completion``,
+    and random advantages."""
+    from hone.data.records import Trajectory
+    from hone.data.tasks import make_task
+    from hone.learner.batch import collate
+    from hone.rollout.envs.single_turn import SingleTurnEnv
+
+    env = SingleTurnEnv(tokenizer, None)
+    gen = torch.Generator().manual_seed(0)
+    rollouts = []
+    for problem in islice(make_task(cfg.task).train_problems(seed=0), 8):
+        prompt = env.prompt_ids(problem)
+        for _ in range(8):
+            length = int(torch.randint(completion // 4 if shortest is None else shortest, completion + 1, (1,), generator=gen))
+            tokens = torch.randint(100, 40000, (length,), generator=gen).tolist()
+            rollouts.append(Trajectory.single_turn(problem, prompt, tokens, "", [-1.0] * length, "length"))
+    batch = collate(rollouts, tokenizer.pad_token_id)
+    batch.advantages = torch.randn(len(batch), 1, generator=gen) * batch.completion_mask
+    return batch
 
 
 if __name__ == "__main__":

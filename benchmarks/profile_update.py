@@ -20,7 +20,6 @@ import os
 import statistics
 import time
 from collections import defaultdict
-from itertools import islice
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -151,30 +150,14 @@ def main() -> None:
 
 
 def saved_batch(cfg, completion: int, shortest: int | None = None):
-    """A GRPO batch of the embedded model with the benchmark's shape (random completion tokens, random
-    advantages, deterministic) and a learner to update on it."""
-    from hone.data.records import Trajectory
-    from hone.data.tasks import make_task
-    from hone.learner.batch import collate
+    """The benchmark's batch (``benchmarks.packed_forward.benchmark_batch``) and a learner to update on it."""
+    from benchmarks.packed_forward import benchmark_batch
     from hone.learner.learner import Learner
     from hone.models import load_tokenizer
-    from hone.rollout.envs.single_turn import SingleTurnEnv
 
     tokenizer = load_tokenizer(cfg.model)
     learner = Learner.from_config(cfg, torch.device("cpu"), tokenizer.pad_token_id)
-    env = SingleTurnEnv(tokenizer, None)
-    gen = torch.Generator().manual_seed(0)
-    rollouts = []
-    for problem in islice(make_task(cfg.task).train_problems(seed=0), 8):
-        prompt = env.prompt_ids(problem)
-        for _ in range(8):
-            length = int(torch.randint(completion // 4 if shortest is None else shortest, completion + 1, (1,), generator=gen))
-            tokens = torch.randint(100, 40000, (length,), generator=gen).tolist()
-            rollouts.append(Trajectory.single_turn(problem, prompt, tokens, "", [-1.0] * length, "length"))
-    batch = collate(rollouts, tokenizer.pad_token_id)
-    batch.advantages = torch.randn(len(batch), 1, generator=gen) * batch.completion_mask
-    return batch, learner
-
+    return benchmark_batch(cfg, tokenizer, completion, shortest), learner
 
 if __name__ == "__main__":
     main()
