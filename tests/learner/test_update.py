@@ -120,19 +120,20 @@ def test_trimming_shared_padding_keeps_the_log_probs(tiny):
 
 
 def test_bf16_log_probs_and_gradients_stay_close_to_fp32(tiny):
-    """bf16 autocast is the default update path; stated tolerance against fp32 on the tiny model:
-    log-probs within 0.05 nats (mean 0.02), gradient direction cosine > 0.99."""
+    """bf16 autocast is the default update path (on the CPU through the segment attention); stated tolerance against
+    fp32 on the tiny model: log-probs within 0.01 nats (mean 0.003), gradient direction cosine > 0.999. Measured:
+    largest 0.0025, mean 0.0007, cosine 1.0000 (tightened from 0.05, 0.02 and 0.99)."""
     batch = make_batch(tiny)
     fp32 = completion_logprobs(tiny, batch)[0]
     bf16 = completion_logprobs(tiny, batch, bf16=True)[0]
     mask = batch.completion_mask.bool()
     gap = (fp32 - bf16).abs()[mask]
-    assert gap.max() < 0.05 and gap.mean() < 0.02
+    assert gap.max() < 0.01 and gap.mean() < 0.003
     g32, _ = grads_after_update(tiny, batch, algo(), train())
     g16, _ = grads_after_update(tiny, batch, algo(), SimpleNamespace(micro_batch_size=8, bf16=True, max_grad_norm=1e9, skip_zero_advantage=True))
     flat32 = torch.cat([g.flatten() for g in g32.values()])
     flat16 = torch.cat([g16[n].flatten() for n in g32])
-    assert torch.nn.functional.cosine_similarity(flat32, flat16, dim=0) > 0.99
+    assert torch.nn.functional.cosine_similarity(flat32, flat16, dim=0) > 0.999
 
 
 def test_lora_at_initialisation_gives_the_plain_models_log_probs(tiny):
