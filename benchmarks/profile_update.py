@@ -25,7 +25,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 MATMULS = {"mm", "addmm", "bmm", "baddbmm"}
-CASTS = {"_to_copy", "to", "copy_"}
 
 
 class OpTimer(TorchDispatchMode):
@@ -65,15 +64,22 @@ class OpTimer(TorchDispatchMode):
             return "optimizer (fused AdamW)", 0.0
         if self.label == "clip":
             return "gradient clipping", 0.0
-        if name in CASTS and isinstance(out, torch.Tensor) and args and isinstance(args[0], torch.Tensor) and args[0].dtype != out.dtype:
-            return "dtype casts (autocast)", 0.0
-        if name in CASTS and name == "copy_" and len(args) > 1 and args[0].dtype != args[1].dtype:
+        if _is_cast(name, args, out):
             return "dtype casts (autocast)", 0.0
         if name.startswith("embedding"):
             return "embedding", 0.0
-        if name.startswith("_softmax") or self.label == "attention":
-            return f"attention other ({name})" if not name.startswith("_softmax") else "attention softmax", 0.0
+        if name.startswith("_softmax"):
+            return "attention softmax", 0.0
+        if self.label == "attention":
+            return f"attention other ({name})", 0.0
         return f"elementwise: {name}", 0.0
+
+
+def _is_cast(name: str, args, out) -> bool:
+    """A dtype conversion: ``_to_copy`` to another dtype, or ``copy_`` from one."""
+    if name == "_to_copy":
+        return isinstance(out, torch.Tensor) and out.dtype != args[0].dtype
+    return name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor) and args[0].dtype != args[1].dtype
 
 
 def labelled(timer: OpTimer, label: str, fn):
