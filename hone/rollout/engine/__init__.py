@@ -26,9 +26,36 @@ class SamplingParams:
     temperature: float = 1.0  # 0 means greedy
     top_p: float = 1.0
     n: int = 1  # completions per prompt
-    seed: int | None = None
+    seed: int | None = None  # the call's seed; prompt i samples from its own stream, seeded with prompt_seed(i)
+    seeds: tuple[int, ...] = ()  # or each prompt's own seed, given (a call's share of a larger batch keeps its draws)
     min_new_tokens: int = 0  # end-of-sequence is not sampled, nor a stop string honoured, before this many tokens (vLLM's min_tokens)
     stop: tuple[str, ...] = ()  # a completion ends with the token that makes its decoded text contain one of these
+
+
+    def prompt_seed(self, i: int) -> int | None:
+        """The seed of prompt ``i``'s stream: its own from ``seeds``, else derived from the call's ``seed`` (None: unseeded).
+
+        Seeding per prompt, not per call, makes a prompt's samples independent of which other prompts share
+        its call, so a step split across rollout workers draws what one process draws."""
+        if self.seeds:
+            return self.seeds[i]
+        return None if self.seed is None else derive_seed(self.seed, i)
+
+    @property
+    def call_seed(self) -> int | None:
+        """One seed for the whole call, for an engine that cannot seed each prompt (vLLM on the CPU)."""
+        return self.seeds[0] if self.seeds else self.seed
+
+
+def derive_seed(seed: int, *parts: int) -> int:
+    """A seed made from ``seed`` and ``parts`` (a prompt's index, a sample's, a turn's), below 2**31.
+
+    >>> derive_seed(7, 0) == derive_seed(7, 0) != derive_seed(7, 1)
+    True
+    """
+    for part in parts:
+        seed = (seed * 1_000_003 + (part + 1) * 7_919) % 2**31
+    return seed
 
 
 @dataclass(frozen=True)

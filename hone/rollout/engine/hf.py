@@ -13,8 +13,8 @@ from typing import Iterable, Sequence
 import torch
 
 from hone.data.padding import left_pad, positions
-from hone.rollout.engine import (Generation, Partial, SamplingParams, StopCallback, ask, check_every, completes_stop, stop_tail,
-                                 stop_text)
+from hone.rollout.engine import (Generation, Partial, SamplingParams, StopCallback, ask, check_every, completes_stop, derive_seed,
+                                 stop_tail, stop_text)
 from hone.runtime import autocast, device_of
 
 
@@ -62,14 +62,18 @@ class HFEngine:
                  callback: StopCallback | None = None) -> list[list[Generation]]:
         check_every(callback)
         flat = [list(p) for p in prompts for _ in range(params.n)]
-        generator = torch.Generator(device_of(self.model)).manual_seed(params.seed) if params.seed is not None else None
+        seeds = [params.prompt_seed(i) for i in range(len(prompts))]
+        # each sample draws from its own generator (prompt i, sample j), so its tokens do not depend on the batch it is in
+        generators = [None if seeds[i] is None else torch.Generator(device_of(self.model)).manual_seed(derive_seed(seeds[i], j))
+                      for i in range(len(prompts)) for j in range(params.n)]
         out: list[Generation] = []
         for start in range(0, len(flat), self.batch_size):
-            out.extend(self._generate_batch(flat[start:start + self.batch_size], params, generator, start, callback))
+            end = start + self.batch_size
+            out.extend(self._generate_batch(flat[start:end], params, generators[start:end], start, callback))
         return [out[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, generator, offset: int,
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, generators: list, offset: int,
                         callback: StopCallback | None) -> list[Generation]:
         """One batch of sequences; ``offset`` is its first row's index in the flat list of the call.
 
@@ -107,7 +111,7 @@ class HFEngine:
                     logprobs = sampling_logprobs(logits, params.temperature, params.top_p)
                     # exponential race: argmax p_i / E_i with E_i ~ Exp(1) samples i with probability p_i,
                     # and is several times cheaper than torch.multinomial over a 49k vocabulary
-                    race = torch.empty_like(logprobs).exponential_(generator=generator)
+                    race = exponential_noise(logprobs, generators)
                     nxt = (logprobs.exp() / race).argmax(-1)
                 nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
                 tokens = torch.cat([tokens, nxt[:, None]], dim=1)
@@ -161,6 +165,13 @@ class HFEngine:
         else:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Generation(prompt_ids=prompt, completion_ids=ids, text=text, logprobs=logps.tolist(), finish_reason=reason)
+
+
+def exponential_noise(like: torch.Tensor, generators: list) -> torch.Tensor:
+    """Exp(1) noise shaped like ``like`` (rows, vocabulary), row r drawn from ``generators[r]`` (None: unseeded)."""
+    if all(g is None for g in generators):
+        return torch.empty_like(like).exponential_()
+    return torch.stack([torch.empty_like(row).exponential_(generator=g) for row, g in zip(like, generators)])
 
 
 def end_of_sequence_ids(model, tokenizer) -> list[int]:

@@ -110,13 +110,13 @@ class VLLMEngine:
     def generate(self, prompts: Sequence[list[int]], params: SamplingParams, *,
                  callback: StopCallback | None = None) -> list[list[Generation]]:
         check_every(callback)
-        global_seed = params.seed if self.seed_globally else None
+        global_seed = params.call_seed if self.seed_globally else None
         with torch.random.fork_rng(devices=[], enabled=global_seed is not None):
             if global_seed is not None:  # the same draws need the same schedule, so no prefix cached by earlier calls
                 self.llm.reset_prefix_cache()
                 torch.manual_seed(global_seed)
             if callback is None:
-                outputs = self._generate(prompts, params, params.n, params.max_new_tokens, params.min_new_tokens, params.seed)
+                outputs = self._generate(prompts, params, params.n, params.max_new_tokens, params.min_new_tokens, params.call_seed)
                 return [[self._record(list(prompt), c) for c in out.outputs] for prompt, out in zip(prompts, outputs)]
             flat = self._generate_chunked([list(p) for p in prompts for _ in range(params.n)], params, callback)
         return [flat[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
@@ -141,7 +141,7 @@ class VLLMEngine:
         for chunk in range(-(-params.max_new_tokens // callback.every)):
             done = chunk * callback.every
             width = min(callback.every, params.max_new_tokens - done)
-            seed = None if params.seed is None else params.seed + chunk
+            seed = None if params.call_seed is None else params.call_seed + chunk
             outputs = self._generate([prompts[i] + ids[i] for i in running], params, 1, width,
                                      min(width, max(0, params.min_new_tokens - done)), seed)
             for i, out in zip(running, outputs):

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from hone.data.records import Problem, ScoredGroup, Trajectory, Turn
-from hone.rollout.engine import Engine, Generation, SamplingParams
+from hone.rollout.engine import Engine, Generation, SamplingParams, derive_seed
 from hone.rollout.envs import RolloutTimes, Scorer
 
 
@@ -54,6 +54,9 @@ class MultiTurnEnv:
         generations = engine.generate(prompts, params)
         times.generate += time.perf_counter() - began
         groups = [ScoredGroup(p, [self._start(p, prompt, g, version) for g in gens]) for p, prompt, gens in zip(problems, prompts, generations)]
+        # a later turn's seed follows its trajectory (prompt i, sample j), not its place among the turn's active ones
+        seeds = {id(t): None if params.prompt_seed(i) is None else derive_seed(params.prompt_seed(i), j)
+                 for i, g in enumerate(groups) for j, t in enumerate(g.rollouts)}
         active = [t for g in groups for t in g.rollouts if not self.is_done(t)]
         for turn in range(1, self.max_turns):
             if not active:
@@ -62,7 +65,8 @@ class MultiTurnEnv:
             for t in active:
                 self._append_reply(t, self.env_response(t))
             replied = time.perf_counter()
-            followed = replace(params, n=1, seed=None if params.seed is None else params.seed + turn)
+            seeded = params.seed is not None or bool(params.seeds)
+            followed = replace(params, n=1, seed=None, seeds=tuple(derive_seed(seeds[id(t)], turn) for t in active) if seeded else ())
             generations = engine.generate([t.prompt_ids + t.completion_ids for t in active], followed)
             times.environment += replied - began
             times.generate += time.perf_counter() - replied

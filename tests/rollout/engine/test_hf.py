@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import torch
 
@@ -161,3 +162,14 @@ def test_a_stop_string_ends_the_completion_and_its_text(tiny, tokenizer):
     assert stopped.completion_ids == ids[:first_end] and stopped.finish_reason == "stop"
     assert stopped.text.endswith(stop) and stopped.text.count(stop) == 1
     assert len(stopped.logprobs) == first_end
+
+
+def test_a_prompts_samples_do_not_depend_on_the_other_prompts_in_its_call(tiny, tokenizer):
+    """Seeds are per prompt (and sample), so a step split across rollout workers draws what one call draws."""
+    engine = HFEngine(tiny, tokenizer, batch_size=3)
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, n=2, seed=11)
+    whole = engine.generate(PROMPTS, params)
+    alone = engine.generate(PROMPTS[1:], replace(params, seed=None, seeds=(params.prompt_seed(1),)))
+    assert [g.completion_ids for g in alone[0]] == [g.completion_ids for g in whole[1]]
+    assert [g.completion_ids for g in whole[1]] != [g.completion_ids for g in engine.generate(PROMPTS, replace(params, seed=12))[1]]
+    assert whole[1][0].completion_ids != whole[1][1].completion_ids  # the two samples of one prompt draw apart
