@@ -90,15 +90,15 @@ def engine_throughput(run, repeats: int = 5) -> dict[str, float]:
     that hone asks for ("vllm_logprobs"): what hone adds on top of vLLM."""
     from hone.rollout.engine import SamplingParams
 
-    problems = run.problems.take(PROMPTS)
-    prompts = [run.worker.env.prompt_ids(p) for p in problems]
+    problems = run.rollouts.problems.take(PROMPTS)
+    prompts = [run.rollouts.worker.env.prompt_ids(p) for p in problems]
     params = SamplingParams(max_new_tokens=MAX_NEW, temperature=1.0, n=GROUP)
-    sides = {"hone": lambda: [len(g.completion_ids) for gs in run.worker.engine.generate(prompts, params) for g in gs]}
-    if hasattr(run.worker.engine, "llm"):
+    sides = {"hone": lambda: [len(g.completion_ids) for gs in run.rollouts.worker.engine.generate(prompts, params) for g in gs]}
+    if hasattr(run.rollouts.worker.engine, "llm"):
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
-        llm, raw = run.worker.engine.llm, [TokensPrompt(prompt_token_ids=p) for p in prompts]
+        llm, raw = run.rollouts.worker.engine.llm, [TokensPrompt(prompt_token_ids=p) for p in prompts]
         for name, logprobs in (("vllm", None), ("vllm_logprobs", 0)):
             vparams = VSamplingParams(n=GROUP, temperature=1.0, max_tokens=MAX_NEW, logprobs=logprobs)
             sides[name] = lambda vparams=vparams: [len(c.token_ids) for o in llm.generate(raw, vparams, use_tqdm=False) for c in o.outputs]
@@ -160,12 +160,12 @@ def main() -> None:
     for kl in (0.0, KL):
         rows, run = hone_steps(kl, args.steps, min_new=args.min_new_tokens, extra=extra)
         hone_s = median(rows, "time/step")
-        print(f"\n[kl_coef={kl}] hone engine={type(run.worker.engine).__name__}: {hone_s:.2f} s/step "
+        print(f"\n[kl_coef={kl}] hone engine={type(run.rollouts.worker.engine).__name__}: {hone_s:.2f} s/step "
               f"(mean completion {median(rows, 'completion/length'):.1f} tokens)")
         phases = ["generate", "score", "reference", "forward", "backward", "optimizer", "push"]
         print("  phases (median s): " + "  ".join(f"{p} {median(rows, f'time/{p}'):.2f}" for p in phases)
               + f"  other {hone_s - sum(median(rows, f'time/{p}') for p in phases):.2f}")
-        prompt_tokens = len(run.worker.env.prompt_ids(run.problems.take(1)[0]))
+        prompt_tokens = len(run.rollouts.worker.env.prompt_ids(run.rollouts.problems.take(1)[0]))
         flops = step_flops(run.learner.policy, prompt_tokens, round(median(rows, "completion/length")), PROMPTS, GROUP, kl > 0)
         device = device_of(run.learner.policy)
         peak = peak_matmul(torch.bfloat16, device=device)

@@ -33,14 +33,14 @@ def main() -> None:
     from hone.trainer import setup
 
     run = setup(load_config("recipes/quickstart.yaml", [f"rollout.engine={args.engine}", f"output.dir={tempfile.mkdtemp()}", "output.progress=false"]))
-    prompts = [run.worker.env.prompt_ids(p) for p in run.problems.take(64)]
+    prompts = [run.rollouts.worker.env.prompt_ids(p) for p in run.rollouts.problems.take(64)]
     model = run.learner.policy.float().eval()
-    stop = torch.tensor(end_of_sequence_ids(model, run.worker.tokenizer))
+    stop = torch.tensor(end_of_sequence_ids(model, run.rollouts.worker.tokenizer))
     ended = expected = variance = 0.0
     lengths: list[int] = []
     began = time.perf_counter()
     for round_ in range(args.rounds):
-        groups = run.worker.engine.generate(prompts, SamplingParams(max_new_tokens=64, temperature=1.0, n=8, seed=1000 + round_))
+        groups = run.rollouts.worker.engine.generate(prompts, SamplingParams(max_new_tokens=64, temperature=1.0, n=8, seed=1000 + round_))
         for sample in (g for group in groups for g in group):
             ids = torch.tensor(sample.prompt_ids + sample.completion_ids)
             with torch.no_grad():  # the logits at the positions that predicted each completion token
@@ -53,7 +53,7 @@ def main() -> None:
         print(f"round {round_ + 1}: {len(lengths)} samples, {ended:.0f} ended against {expected:.1f} expected "
               f"(z = {(ended - expected) / math.sqrt(variance):+.2f}), mean length {sum(lengths) / len(lengths):.2f} tokens, "
               f"{time.perf_counter() - began:.0f} s", flush=True)
-    run.worker.close()
+    run.rollouts.worker.close()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -353,6 +353,30 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Where rollouts run: in this process, or on rollout workers that are Ray actors (``pip install hone[ray]``)."""
+
+    backend: Literal["none", "ray"] = "none"  # none: one process, no Ray import; ray: rollout_workers actors generate and score
+    rollout_workers: int = 1  # Ray actors, each with its own engine and scoring pool; a step's prompts are split across them
+    max_staleness: int = 0  # weight versions a rollout may lag the learner: 0 is synchronous; k > 0 generates up to k steps ahead while the learner trains (algorithm.tis_cap corrects, 2.0 if unset)
+    address: str | None = None  # join a running cluster ("auto", or "HOST:PORT"); None starts a local one sized to this machine
+    worker_cpus: float = 1.0  # CPUs each worker reserves (its torch threads); the learner uses the rest of the machine
+    placement: Literal["spread", "pack"] = "spread"  # spread workers over the cluster's nodes, or pack them onto as few as fit
+    call_timeout_s: float = 900.0  # a rollout or evaluation call that takes longer fails over: the worker is killed, restarted and its prompts sent again
+    weight_timeout_s: float = 120.0  # the same for loading a weight version or starting a worker
+    max_restarts: int = 3  # restarts of one worker before the run stops with an error naming it
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _at_least(self, rollout_workers=1, max_staleness=0, max_restarts=0)
+        _above(self, worker_cpus=0, call_timeout_s=0, weight_timeout_s=0)
+        if self.backend == "none":
+            for name, default in (("rollout_workers", 1), ("max_staleness", 0), ("address", None)):
+                value = getattr(self, name)
+                _require(value == default, name, "needs distributed.backend=ray (backend none runs everything in this process)", value)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a training run needs."""
 
@@ -368,6 +392,7 @@ class Config:
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)  # `hone rm train` and `hone rlhf`
     eval: EvalConfig = field(default_factory=EvalConfig)  # held-out evaluation
     output: OutputConfig = field(default_factory=OutputConfig)  # checkpoints, metrics, plots
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)  # rollout workers on Ray, asynchronous training
     hooks: tuple[str, ...] = ()  # your own hooks, "package.module:object" (a Hook, or a class made with no arguments; hone.watch.hooks)
 
     def __post_init__(self) -> None:
@@ -391,6 +416,9 @@ class Config:
         _require(mini <= batch, "algorithm.mini_batches", rule, mini)
         _require(self.eval.engine != "vllm" or self.rollout.engine != "transformers", "eval.engine",
                  "'vllm' evaluates with the rollout engine, so it needs rollout.engine vllm or auto", self.eval.engine)
+        if self.distributed.max_staleness > 0 and self.algorithm.tis_cap is None:
+            # off-policy samples need the importance correction; 2.0 is the cap of Yao et al. (2025) and AReaL
+            object.__setattr__(self, "algorithm", replace(self.algorithm, tis_cap=2.0))
 
     @property
     def run_dir(self) -> Path:

@@ -1,10 +1,11 @@
 """The RL training loop: sample prompts -> roll out and score -> batch with advantages -> update ->
 new weights to the rollout side -> hooks (metrics, evaluation, checkpoints, ...).
 
-The loop is :func:`train`; everything else here builds what it runs. The rollout side
-(:class:`~hone.rollout.worker.RolloutWorker`) and the learner (:class:`~hone.learner.learner.Learner`)
-meet only through scored groups and named weight tensors; everything that watches or steers a run
-is a hook (``hone.watch.hooks``).
+The loop is :func:`train`; everything else here builds what it runs. The rollout side (a
+:class:`~hone.rollout.source.Rollouts`: one worker in this process, or Ray actors with
+``distributed.backend: ray``) and the learner (:class:`~hone.learner.learner.Learner`) meet only
+through scored groups and named weight tensors; everything that watches or steers a run is a hook
+(``hone.watch.hooks``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from hone.data.tasks import ProblemStream, make_task
 from hone.learner.learner import Learner
 from hone.models import load_tokenizer, resolve
 from hone.rewards import load_reward_fn
-from hone.rollout.engine import SamplingParams
+from hone.rollout.source import LocalRollouts, Rollouts, step_seed  # noqa: F401 (step_seed: part of this module's API)
 from hone.rollout.worker import RolloutWorker
 from hone.runtime import configure_cpu, resolve_device
 from hone.watch import builtin
@@ -39,9 +40,8 @@ class Run:
 
     cfg: Config
     dir: Path
-    worker: RolloutWorker  # tokenizer, environment, engine, scorer pool
+    rollouts: Rollouts  # the problem stream, and the workers that generate and score (this process, or Ray actors)
     learner: Learner  # policy, optimizer, reference, critic, KL coefficient
-    problems: ProblemStream  # the training problems, and how many were taken
     hooks: Hooks
     logger: MetricsLogger
     progress: Progress
@@ -56,21 +56,18 @@ def train(cfg: Config) -> Path:
 def loop(run: Run) -> Path:
     """Train ``run`` from its current step to ``train.steps``; returns the run folder."""
     cfg = run.cfg
-    sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.group_size,
-                              min_new_tokens=cfg.rollout.min_new_tokens)
-    with run.progress, closing(run.worker):  # the worker's scoring processes end however the loop does
+    with run.progress, closing(run.rollouts):  # workers and scoring processes end however the loop does
         run.hooks.on_start(run)
         for step in range(run.step + 1, cfg.train.steps + 1):
             began = time.perf_counter()
-            problems = run.problems.take(cfg.rollout.prompts_per_step)
-            groups = run.worker.rollout(problems, replace(sampling, seed=step_seed(cfg.train.seed, step)))
+            groups = run.rollouts.collect(step)
             run.hooks.after_rollout(run, step, groups)
             rolled = time.perf_counter()
             batch, stats = run.learner.make_batch(groups)
             run.hooks.after_batch(run, step, batch, stats)
             update = run.learner.update(batch)
             updated = time.perf_counter()
-            run.worker.load_weights(run.learner.version, run.learner.weights())
+            run.rollouts.publish(run.learner.version, run.learner.weights())
             run.step = step
             times = {"rollout": rolled - began, "update": updated - rolled, "push": time.perf_counter() - updated,
                      "step": time.perf_counter() - began}
@@ -81,17 +78,15 @@ def loop(run: Run) -> Path:
 
 def step_row(run: Run, groups: list[ScoredGroup], stats, update: dict[str, float], times: dict[str, float]) -> dict[str, float]:
     """The metrics row of one step: rewards and lengths, the batch, the update, the KL and where the time went."""
-    learner, rollout = run.learner, run.worker.times
+    learner = run.learner
     return {
         **rollout_metrics(groups),
+        **run.rollouts.metrics(),  # generate, environment and score times; staleness; the backend's counters
         **{f"batch/{k}": v for k, v in vars(stats).items() if k != "kl"},
         **{(f"time/{k[5:]}" if k.startswith("time_") else f"update/{k}"): v for k, v in update.items() if k != "lr"},
         "kl/sequence": stats.kl,
         "kl/coef": learner.kl_coef,
         "lr": update["lr"],
-        "time/generate": rollout.generate,
-        "time/environment": rollout.environment,
-        "time/score": rollout.score,
         "time/reference": learner.seconds["reference"],
         "time/values": learner.seconds["values"],
         "time/old_logprobs": learner.seconds["policy"],
@@ -115,18 +110,18 @@ def setup(cfg: Config) -> Run:
     dump_config(cfg, run_dir / "config.yaml")
     tokenizer = load_tokenizer(cfg.model)
     learner = Learner.from_config(cfg, device, tokenizer.pad_token_id)
-    reward_model = None
-    if cfg.rewards.model is not None:
-        from hone.rlhf.reward_model import load_reward_model
+    problems = ProblemStream(task, cfg.train.seed)
+    if cfg.distributed.backend == "ray":  # workers build their own engines, scorers and reward model
+        from hone.distributed.ray_rollouts import RayRollouts
 
-        reward_model = load_reward_model(cfg.named(cfg.rewards.model))  # (model, tokenizer)
-        reward_model[0].to(device)
+        rollouts = RayRollouts(cfg, problems, tokenizer)
+    else:
+        rollouts = LocalRollouts(cfg, RolloutWorker.from_config(cfg, tokenizer, learner.policy, task, load_reward_model(cfg, device)), problems)
     run = Run(
         cfg=cfg,
         dir=run_dir,
-        worker=RolloutWorker.from_config(cfg, tokenizer, learner.policy, task, reward_model),
+        rollouts=rollouts,
         learner=learner,
-        problems=ProblemStream(task, cfg.train.seed),
         hooks=Hooks(default_hooks(cfg, eval_problems) + user_hooks + [builtin.CheckpointHook()]),
         logger=MetricsLogger(run_dir / "metrics.jsonl"),
         progress=Progress(cfg.train.steps, enabled=cfg.output.progress),
@@ -138,6 +133,16 @@ def setup(cfg: Config) -> Run:
     elif cfg.train.resume:
         run.progress.note(f"train.resume: no checkpoint to resume from in {cfg.run_dir / 'checkpoints'}; starting afresh")
     return run
+
+
+def load_reward_model(cfg: Config, device):
+    """The run's reward model as ``(model, tokenizer)`` on ``device``, or None when it scores with functions alone."""
+    if cfg.rewards.model is None:
+        return None
+    from hone.rlhf.reward_model import load_reward_model as load
+
+    model, tokenizer = load(cfg.named(cfg.rewards.model))
+    return model.to(device), tokenizer
 
 
 def default_hooks(cfg: Config, eval_problems) -> list:
@@ -155,12 +160,6 @@ def default_hooks(cfg: Config, eval_problems) -> list:
 
         hooks += make_loggers(cfg)
     return hooks
-
-
-def step_seed(seed: int, step: int) -> int:
-    """The sampling seed of one step: each step's draws depend on the run's seed and the step alone,
-    whichever engine draws them, so a resumed run samples what the uninterrupted one did."""
-    return (seed * 1_000_003 + step * 1_009) % 2**31
 
 
 def seed_everything(seed: int) -> None:

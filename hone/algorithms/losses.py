@@ -284,6 +284,14 @@ def truncated_is_weights(trainer_logprobs: Tensor, engine_logprobs: Tensor, mask
     secretly brings you off-policy RL training") correct it by importance-weighting each token's
     loss, truncating the weight at ``cap`` to bound the variance.
 
+    The same weight corrects stale samples in asynchronous training (``distributed.max_staleness``):
+    ``engine_logprobs`` are then the behaviour policy's, up to k versions old. With ``trainer_logprobs``
+    the proximal policy (the weights before this update: recomputed for several epochs or
+    mini-batches, the current forward detached for one), the clipped ratio pi_theta / pi_prox times
+    this weight pi_prox / pi_behav is AReaL's decoupled PPO objective (Fu et al. 2025, arXiv
+    2505.24298, eq. 5), with the behaviour weight truncated at ``cap``: the trust region is measured
+    from recent weights, so staleness does not widen the clip.
+
     >>> truncated_is_weights(torch.tensor([[-1.0, -2.0, -0.5]]), torch.tensor([[-1.0, -1.0, -2.0]]), torch.tensor([[1.0, 1.0, 0.0]]), cap=2.0)
     tensor([[1.0000, 0.3679, 0.0000]])
     """

@@ -58,6 +58,7 @@ class Trajectory:
     turns: list[Turn]  # turn boundaries within completion_ids, in order
     finish_reason: str  # how the last model turn ended: "stop" (end of sequence), "length" (budget), "stopped" (engine callback)
     policy_version: int = 0  # the learner's weight version that generated it (0: the starting weights)
+    sample_id: str = ""  # "step:problem:sample", unique in a run: a rollout sent twice (a worker failed over) is kept once
     reward: float | None = None  # None: could not be scored; masked, never counted as 0
     reward_parts: dict[str, float | None] = field(default_factory=dict)
 

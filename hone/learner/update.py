@@ -72,7 +72,9 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
         if algo.tis_cap is not None:  # correct the engine/trainer mismatch (the policy term only)
             weights = truncated_is_weights(old, micro.sampling_logprobs, mask, algo.tis_cap)
             loss_tokens = loss_tokens * weights
-            metrics["tis_weight"] = masked_mean(weights, mask)
+            metrics["tis_weight"] = masked_mean(weights, mask)  # their spread: off-policy samples (staleness) widen it
+            metrics["tis_weight_std"] = masked_mean((weights - metrics["tis_weight"]) ** 2, mask).sqrt()
+            metrics["tis_clipped"] = masked_mean((weights >= algo.tis_cap).float(), mask)
         if kl_in_loss:
             kl = KL_ESTIMATORS.get(algo.kl_estimator)(logprobs, micro.ref_logprobs)
             loss_tokens = loss_tokens + algo.kl_coef * kl

@@ -40,9 +40,10 @@ class RolloutWorker:
         self.version = 0  # the policy version the engine holds
 
     @classmethod
-    def from_config(cls, cfg, tokenizer, policy, task, reward_model=None) -> "RolloutWorker":
-        """The worker a run's Config describes. ``policy`` is the learner's model, which the transformers
-        engines generate with; ``reward_model`` a loaded ``(model, tokenizer)`` or None."""
+    def from_config(cls, cfg, tokenizer, policy, task, reward_model=None, *, shared: bool = True) -> "RolloutWorker":
+        """The worker a run's Config describes. ``policy`` is the model the transformers engines generate with:
+        the learner's own (``shared``: nothing to copy after an update), or the worker's copy in another
+        process, which ``load_weights`` keeps in step; ``reward_model`` a loaded ``(model, tokenizer)`` or None."""
         pool = WorkerPool(cfg.rewards.workers, cfg.rewards.timeout_s) if cfg.rewards.workers > 0 else None
         components = [RewardComponent(spec.name, load_reward_fn(spec.name), spec.weight) for spec in cfg.rewards.functions]
         judge = [RewardComponent(cfg.eval.reward, load_reward_fn(cfg.eval.reward))]
@@ -55,8 +56,8 @@ class RolloutWorker:
         max_model_len = cfg.rollout.max_model_len or derive_max_model_len(
             (len(env.prompt_ids(p)) for p in [*task.eval_problems(), *islice(task.train_problems(cfg.train.seed), 256)]),
             env_budget(cfg, turn))
-        engine = make_engine(cfg.rollout, cfg.model, policy, tokenizer, seed=cfg.train.seed, max_model_len=max_model_len)
-        evaluator = eval_engine(cfg, engine, policy, tokenizer)
+        engine = make_engine(cfg.rollout, cfg.model, policy, tokenizer, seed=cfg.train.seed, max_model_len=max_model_len, shared=shared)
+        evaluator = eval_engine(cfg, engine, policy, tokenizer, shared=shared)
         return cls(tokenizer, env, engine, pool=pool, eval_env=eval_env, eval_engine=evaluator)
 
     def rollout(self, problems: Sequence[Problem], sampling: SamplingParams) -> list[ScoredGroup]:
@@ -66,7 +67,11 @@ class RolloutWorker:
     def load_weights(self, version: int, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """The learner's policy at ``version``; an engine that shares the learner's model reads nothing
         (``weights`` is lazy: :meth:`hone.learner.learner.Learner.weights`)."""
-        self.engine.load_weights(weights)
+        takers = [e for e in dict.fromkeys([self.engine, self.eval_engine]) if e is not None and not getattr(e, "shared", False)]
+        if len(takers) > 1:
+            weights = list(weights)
+        for engine in takers:
+            engine.load_weights(weights)
         self.version = version
 
     def evaluate(self, cfg, problems: list[Problem]) -> EvalReport:
@@ -82,11 +87,13 @@ class RolloutWorker:
             self.pool.close()
 
 
-def eval_engine(cfg, engine: Engine, policy, tokenizer) -> Engine:
+def eval_engine(cfg, engine: Engine, policy, tokenizer, *, shared: bool = True) -> Engine:
     """What held-out evaluation generates with: transformers on the policy itself (``eval.engine:
     transformers``, at evaluation precision), or the rollout engine when that is vLLM (``vllm``)."""
     if cfg.eval.engine == "transformers":
-        return HFEngine(policy, tokenizer, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
+        if isinstance(engine, HFEngine) and engine.model is policy and not shared:
+            shared = True  # the rollout engine's load_weights fills this very model
+        return HFEngine(policy, tokenizer, shared=shared, batch_size=cfg.rollout.batch_size, bf16=cfg.eval.bf16)
     from hone.config import ConfigError
     from hone.rollout.engine.vllm import VLLMEngine
 

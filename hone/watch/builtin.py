@@ -67,7 +67,7 @@ class EvalHook(Hook):
 
     def evaluate(self, run, step: int) -> dict[str, float]:
         started = time.perf_counter()
-        report = run.worker.evaluate(run.cfg, self.problems)
+        report = run.rollouts.evaluate(run.cfg, self.problems)
         write_samples(report.greedy, run.dir / "samples" / f"eval-step-{step}.jsonl")
         result = {**report.metrics, "time/eval": time.perf_counter() - started}
         run.logger.log(step, **result)

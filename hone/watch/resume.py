@@ -3,8 +3,9 @@
 A resumable checkpoint ``checkpoints/step-N`` is the plain Hugging Face folder of the policy (LoRA:
 with ``adapter/``), the critic's weights in ``critic/``, and ``trainer_state.pt``: the learner's
 optimizer (both parameter groups), learning-rate clocks, KL coefficient and weight version; every
-random generator (torch's CPU and CUDA ones, Python's, NumPy's); the position in the problem
-stream; the hooks' state; and the step. The whole folder is written beside its place and renamed
+random generator (torch's CPU and CUDA ones, Python's, NumPy's); the rollout side's state (the
+position in the problem stream and, with Ray and ``distributed.max_staleness`` > 0, the groups
+already generated ahead for later steps, so no in-flight sample is lost); the hooks' state; and the step. The whole folder is written beside its place and renamed
 into it (``hone.watch.checkpoint``), so a crash while writing leaves the previous checkpoint whole.
 
 With ``train.resume: true`` a run loads the newest such checkpoint, drops the metrics rows logged
@@ -42,7 +43,7 @@ def save_run(run, folder: Path, *, resumable: bool) -> Path:
         if resumable:
             torch.save(training_state(run), staging / TRAINER_STATE)
 
-    save_checkpoint(learner.policy, run.worker.tokenizer, folder, merge_lora=cfg.train.lora.merge_on_save,
+    save_checkpoint(learner.policy, run.rollouts.tokenizer, folder, merge_lora=cfg.train.lora.merge_on_save,
                     extra={"step": run.step, "kl_coef": learner.kl_coef}, also=also)
     if folder.parent.name == "checkpoints":
         prune_checkpoints(folder.parent, cfg.output.keep_last)
@@ -50,8 +51,8 @@ def save_run(run, folder: Path, *, resumable: bool) -> Path:
 
 
 def training_state(run) -> dict:
-    return {"step": run.step, "learner": run.learner.state_dict(), "rng": rng_state(), "problems": run.problems.state_dict(),
-            "hooks": run.hooks.state_dict(), "worker_version": run.worker.version}
+    return {"step": run.step, "learner": run.learner.state_dict(), "rng": rng_state(), "rollouts": run.rollouts.state_dict(),
+            "hooks": run.hooks.state_dict()}
 
 
 def restore_run(run, folder: Path) -> None:
@@ -59,8 +60,8 @@ def restore_run(run, folder: Path) -> None:
     state = torch.load(folder / TRAINER_STATE, weights_only=False)  # our own file: optimizer state, RNG tuples
     run.learner.load_weights(folder)
     run.learner.load_state_dict(state["learner"])
-    run.worker.load_weights(state["worker_version"], run.learner.weights())
-    run.problems.load_state_dict(state["problems"])
+    run.rollouts.load_state_dict(state["rollouts"] if "rollouts" in state else {"problems": state["problems"]})  # or an older checkpoint's
+    run.rollouts.publish(run.learner.version, run.learner.weights())
     run.hooks.load_state_dict(state["hooks"])
     run.logger.keep_until(state["step"])
     run.step = state["step"]

@@ -24,8 +24,9 @@ def derive_max_model_len(prompt_lengths: Iterable[int], budget: int) -> int:
     return -(-longest // 64) * 64
 
 
-def make_engine(rollout, model: str, policy, tokenizer, *, seed: int, max_model_len: int):
-    """The engine ``rollout.engine`` names: vLLM loads ``model`` itself; transformers generates with ``policy``."""
+def make_engine(rollout, model: str, policy, tokenizer, *, seed: int, max_model_len: int, shared: bool = True):
+    """The engine ``rollout.engine`` names: vLLM loads ``model`` itself; transformers generates with ``policy``
+    (the learner's own model when ``shared``, else a copy that ``load_weights`` fills)."""
     from hone.rollout.engine.hf import HFEngine
 
     if resolve_engine(rollout.engine) == "vllm":
@@ -35,4 +36,4 @@ def make_engine(rollout, model: str, policy, tokenizer, *, seed: int, max_model_
         return VLLMEngine(local_folder(model), dtype="bfloat16" if rollout.bf16 else "float32", seed=seed, compile=rollout.compile,
                           max_model_len=max_model_len, gpu_memory_utilization=rollout.gpu_memory_utilization,
                           kv_cache_gib=rollout.kv_cache_gib)
-    return HFEngine(policy, tokenizer, batch_size=rollout.batch_size, bf16=rollout.bf16)
+    return HFEngine(policy, tokenizer, shared=shared, batch_size=rollout.batch_size, bf16=rollout.bf16)

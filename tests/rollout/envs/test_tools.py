@@ -82,7 +82,7 @@ def test_grpo_steps_on_the_tool_environment(tiny_folder, tmp_path):
         "rewards.functions=[{name: 'tests.reward_fixtures:shorter_is_better'}]",
     ])
     run = setup(cfg)
-    run.worker.engine = ScriptedFirstTurn(run.learner.policy, run.worker.tokenizer)
+    run.rollouts.worker.engine = ScriptedFirstTurn(run.learner.policy, run.rollouts.worker.tokenizer)
     batches = []
 
     class Spy(Hook):
