@@ -360,7 +360,7 @@ class DistributedConfig:
     rollout_workers: int = 1  # Ray actors, each with its own engine and scoring pool; a step's prompts are split across them
     max_staleness: int = 0  # weight versions a rollout may lag the learner: 0 is synchronous; k > 0 generates up to k steps ahead while the learner trains (algorithm.tis_cap corrects, 2.0 if unset)
     address: str | None = None  # join a running cluster ("auto", or "HOST:PORT"); None starts a local one sized to this machine
-    worker_cpus: float = 1.0  # CPUs each worker reserves (its torch threads); the learner uses the rest of the machine
+    worker_cpus: float | None = None  # CPUs each worker reserves (its torch threads); None shares the cluster's CPUs equally
     placement: Literal["spread", "pack"] = "spread"  # spread workers over the cluster's nodes, or pack them onto as few as fit
     call_timeout_s: float = 900.0  # a rollout or evaluation call that takes longer fails over: the worker is killed, restarted and its prompts sent again
     weight_timeout_s: float = 120.0  # the same for loading a weight version or starting a worker

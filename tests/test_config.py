@@ -176,7 +176,7 @@ def test_unknown_key_in_a_recipe_names_the_file(tmp_path):
     path = _write(tmp_path, "trian:\n  lr: 1e-5\n")
     assert _error(load_config, path) == (
         f"recipe file '{path}': unknown config key 'trian'; did you mean 'train'? expected one of: "
-        "algorithm, critic, env, eval, hooks, model, name, output, reward_model, rewards, rollout, task, train"
+        "algorithm, critic, distributed, env, eval, hooks, model, name, output, reward_model, rewards, rollout, task, train"
     )
 
 
@@ -360,3 +360,18 @@ def test_a_field_the_chosen_variant_ignores_is_an_error():
     assert _override_error("env.max_turns=5").startswith("env.max_turns: applies only to env.name=tools")
     assert load_config(None, ["algorithm.name=ppo"]).algorithm.advantage == "gae"  # the variant's own estimator
     assert load_config(None, ["algorithm.name=ppo", "critic.kind=shared", "algorithm.gamma=0.9"]).algorithm.gamma == 0.9
+
+
+def test_distributed_settings_need_the_ray_backend_and_staleness_turns_on_the_importance_correction():
+    from hone.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"distributed.rollout_workers: needs distributed.backend=ray .*got 2"):
+        load_config("recipes/quickstart.yaml", ["distributed.rollout_workers=2"])
+    with pytest.raises(ConfigError, match=r"distributed.max_staleness: must be >= 0, got -1"):
+        load_config("recipes/quickstart.yaml", ["distributed.backend=ray", "distributed.max_staleness=-1"])
+    with pytest.raises(ConfigError, match=r"distributed.backend"):
+        load_config("recipes/quickstart.yaml", ["distributed.backend=slurm"])
+    assert load_config("recipes/quickstart.yaml", ["distributed.backend=ray", "distributed.max_staleness=1"]).algorithm.tis_cap == 2.0
+    kept = load_config("recipes/quickstart.yaml", ["distributed.backend=ray", "distributed.max_staleness=1", "algorithm.tis_cap=4"])
+    assert kept.algorithm.tis_cap == 4.0
+    assert load_config("recipes/quickstart.yaml", []).algorithm.tis_cap is None

@@ -28,3 +28,14 @@ def test_the_learner_side_imports_no_generation_code(module):
 def test_the_check_sees_an_import_of_the_rollout_side():
     """The probe itself works: a module that does import an engine is caught."""
     assert "hone.rollout.engine.hf" in imported_by("hone.rollout.engine.hf")
+
+
+@pytest.mark.parametrize("module", ["hone", "hone.trainer", "hone.cli", "hone.distributed"])
+def test_ray_stays_optional(module):
+    """Ray is an extra (``pip install hone[ray]``): only ``distributed.backend: ray`` imports it."""
+    assert not {name for name in imported_by(module) if name == "ray" or name.startswith("ray.")}
+
+
+def test_the_ray_check_sees_the_ray_backend():
+    pytest.importorskip("ray")
+    assert "ray" in imported_by("hone.distributed.ray_rollouts")
