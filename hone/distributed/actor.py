@@ -66,11 +66,13 @@ class RayRolloutWorker:
         return WorkerInfo(self.index, os.getpid(), ray.get_runtime_context().get_node_id(), self.threads)
 
     def load(self, version: int, box: list) -> int:
-        """Take weight ``version`` from the object store (``box``: ``[ObjectRef]`` of a name -> tensor dict)."""
+        """Take weight ``version`` from the object store (``box``: ``[ObjectRef]`` of :func:`hone.distributed.weights.pack`'s buffers)."""
         import ray
 
+        from hone.distributed.weights import unpack
+
         if version != self.worker.version:
-            self.worker.load_weights(version, ray.get(box[0]).items())
+            self.worker.load_weights(version, unpack(ray.get(box[0])))
         return version
 
     def rollout(self, shard: Shard) -> ShardResult:

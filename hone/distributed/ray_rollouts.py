@@ -33,6 +33,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from hone.data.records import Problem, ScoredGroup
 from hone.data.tasks import ProblemStream
 from hone.distributed.actor import RayRolloutWorker, Shard, ShardResult, WorkerInfo
+from hone.distributed.weights import pack
 from hone.rollout.evaluate import EvalReport
 from hone.rollout.source import staleness
 
@@ -142,7 +143,7 @@ class RayRollouts:
         return groups
 
     def publish(self, version: int, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        self.weights[version] = ray.put({name: t.detach().cpu() for name, t in weights})
+        self.weights[version] = ray.put(pack(weights))  # one copy in the store, read in place by every worker on a machine
         self.version = version
         tickets = [self._send(slot, "load", version) for slot in self.slots]
         if self.dist.max_staleness == 0:  # synchronous: the next step starts from these weights, so wait (and time it) here
