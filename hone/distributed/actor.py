@@ -32,7 +32,6 @@ class ShardResult:
     generate_s: float
     environment_s: float
     score_s: float
-    generated_tokens: int
 
 
 @dataclass(frozen=True)
@@ -83,8 +82,7 @@ class RayRolloutWorker:
         sampling = step_sampling(self.cfg, shard.step, shard.first, len(shard.problems))
         groups = stamp(self.worker.rollout(list(shard.problems), sampling), shard.step, shard.first)
         times = self.worker.times
-        tokens = sum(t.generated_tokens for g in groups for t in g.rollouts)
-        return ShardResult(shard, groups, times.generate, times.environment, times.score, tokens)
+        return ShardResult(shard, groups, times.generate, times.environment, times.score)
 
     def evaluate(self, cfg, problems: list[Problem]):
         return self.worker.evaluate(cfg, problems)

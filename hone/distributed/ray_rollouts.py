@@ -19,6 +19,7 @@ every worker on a machine from shared memory.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -32,16 +33,18 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from hone.data.records import Problem, ScoredGroup
 from hone.data.tasks import ProblemStream
+from hone.learner.learner import TrainingStopped
 from hone.distributed.actor import RayRolloutWorker, Shard, ShardResult, WorkerInfo
 from hone.distributed.weights import pack
 from hone.rollout.evaluate import EvalReport
-from hone.rollout.source import staleness
+from hone.rollout.source import lineage
 
 POLL_S = 0.25  # how often waiting checks the timeouts
+logger = logging.getLogger(__name__)
 
 
-class WorkerFailed(RuntimeError):
-    """A rollout worker cannot go on; the message names it and says why in one line."""
+class WorkerFailed(TrainingStopped):
+    """A rollout worker cannot go on; the message names it and says why in one line (``hone`` exits with code 3)."""
 
 
 @dataclass
@@ -104,7 +107,7 @@ class RayRollouts:
         self.next_step: int | None = None
         self.version, self.weights = 0, {}  # published version; its object-store reference (version 0: the workers' own)
         self.outstanding: dict = {}  # ObjectRef -> (slot, call)
-        self.finished: dict[int, object] = {}  # ticket -> result (loads, evaluations)
+        self.finished: dict[int, object] = {}  # ticket -> evaluation report
         self.tickets = 0
         self.restarts = self.duplicates = 0
         self.failures: list[tuple[float, str]] = []  # (time.time() at detection, what happened)
@@ -135,8 +138,8 @@ class RayRollouts:
             "time/environment": max((r.environment_s for r in results), default=0.0),
             "time/score": max((r.score_s for r in results), default=0.0),
             "time/rollout_wait": time.perf_counter() - began,  # what the learner waited (less than generation when ahead)
-            "rollout/generated_tokens": float(sum(r.generated_tokens for r in results)),
-            **staleness(groups, self.version),
+            "rollout/generated_tokens": float(sum(t.generated_tokens for g in groups for t in g.rollouts)),
+            **lineage(groups, self.version),
             "distributed/worker_restarts": float(self.restarts),
             "distributed/duplicates_dropped": float(self.duplicates),
         }
@@ -145,9 +148,10 @@ class RayRollouts:
     def publish(self, version: int, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         self.weights[version] = ray.put(pack(weights))  # one copy in the store, read in place by every worker on a machine
         self.version = version
-        tickets = [self._send(slot, "load", version) for slot in self.slots]
+        for slot in self.slots:
+            self._send(slot, "load", version)
         if self.dist.max_staleness == 0:  # synchronous: the next step starts from these weights, so wait (and time it) here
-            self._pump(lambda: all(t in self.finished for t in tickets))
+            self._pump(lambda: not any(call.kind == "load" for slot in self.slots for call in slot.calls))
         needed = {version} | {s.payload.version for slot in self.slots for s in slot.calls if s.kind == "rollout"}
         self.weights = {v: ref for v, ref in self.weights.items() if v in needed}
 
@@ -211,7 +215,6 @@ class RayRollouts:
         else:
             call.ref = slot.actor.evaluate.remote(*payload[:2])
         if call.ref is None:  # version 0 without a published copy: a (re)started worker already holds the starting weights
-            self.finished[ticket] = payload
             return ticket
         call.since = time.monotonic() if not slot.calls else None
         slot.calls.append(call)
@@ -245,7 +248,7 @@ class RayRollouts:
             raise WorkerFailed(f"{slot.name()}: {call.kind} raised {one_line(error)}") from None
         if call.kind == "rollout":
             self._accept(call.ticket, value)
-        else:
+        elif call.kind == "evaluate":
             self.finished[call.ticket] = value
 
     def _accept(self, ticket: int, result: ShardResult) -> None:
@@ -286,6 +289,8 @@ class RayRollouts:
             if slot.restarts > self.dist.max_restarts:
                 raise WorkerFailed(f"{name} {what}, its failure number {slot.restarts} "
                                    f"(distributed.max_restarts={self.dist.max_restarts}); stopping the run")
+            logger.warning("%s %s, detected at %.3f (unix time); restarted as pid %d in %.1f s, %d call(s) sent again", name, what,
+                           detected, slot.info.pid, time.time() - detected, sum(c.kind != "load" for c in owed))
             slot.version = 0  # a restarted worker holds the starting weights
         for call in sorted(owed, key=lambda c: c.ticket):
             if call.kind != "load":  # loads are re-sent as the calls that need them are

@@ -1,9 +1,10 @@
-"""Weights as one flat buffer, the shape Ray's object store shares best.
+"""Weights as NumPy arrays, the shape Ray's object store shares best.
 
-A dict of tensors is pickled tensor by tensor, and every reader gets its own copy. One NumPy array
-is stored once and read in place by every worker on the machine (zero-copy), so a weight version
-costs one copy into the store however many workers read it. Tensors are packed in their own dtype
-(bf16 travels as its 16 raw bits), so the workers load exactly what the learner holds.
+Torch tensors are pickled, and every reader gets its own copy. NumPy arrays are written into the
+store once and read in place by every worker on the machine (zero-copy), so a weight version costs
+one copy however many workers read it. A CPU tensor's array is a view of its memory, so packing
+copies nothing; bf16 travels as its 16 raw bits, so the workers load exactly what the learner
+holds. A tensor that shares memory with an earlier one (a tied output embedding) travels once.
 """
 
 from __future__ import annotations
@@ -18,47 +19,43 @@ import torch
 
 @dataclass(frozen=True)
 class Packed:
-    """Named tensors of one dtype, laid end to end in ``flat``."""
-
-    flat: np.ndarray  # 1-D; bf16 stored as int16 bits
-    dtype: torch.dtype
     names: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
+    arrays: tuple[np.ndarray, ...]  # bf16 as int16 bits
+    bf16: tuple[bool, ...]
+    aliases: tuple[tuple[str, str], ...]  # (name, the earlier name whose memory it shares)
 
 
-def pack(weights: Iterable[tuple[str, torch.Tensor]]) -> list[Packed]:
-    """One :class:`Packed` per dtype among ``weights``.
+def pack(weights: Iterable[tuple[str, torch.Tensor]]) -> Packed:
+    """``weights`` as arrays that view their memory (CPU tensors; others are copied to the CPU).
 
-    >>> parts = pack([("a", torch.ones(2, 2)), ("b", torch.zeros(3, dtype=torch.bfloat16))])
-    >>> [(p.dtype, p.names, p.flat.size) for p in parts]
-    [(torch.float32, ('a',), 4), (torch.bfloat16, ('b',), 3)]
+    >>> w = torch.ones(2, 2)
+    >>> p = pack([("a", w), ("b", torch.zeros(3, dtype=torch.bfloat16)), ("tied", w)])
+    >>> p.names, [a.dtype.name for a in p.arrays], p.aliases
+    (('a', 'b'), ['float32', 'int16'], (('tied', 'a'),))
     """
-    by_dtype: dict[torch.dtype, list[tuple[str, torch.Tensor]]] = {}
+    names, arrays, bf16, aliases, seen = [], [], [], [], {}
     for name, tensor in weights:
-        by_dtype.setdefault(tensor.dtype, []).append((name, tensor.detach()))
-    out = []
-    for dtype, items in by_dtype.items():
-        flat = torch.cat([t.reshape(-1).cpu() for _, t in items]) if items else torch.empty(0, dtype=dtype)
-        array = flat.view(torch.int16).numpy() if dtype == torch.bfloat16 else flat.numpy()
-        out.append(Packed(array, dtype, tuple(n for n, _ in items), tuple(tuple(t.shape) for _, t in items)))
-    return out
+        tensor = tensor.detach().cpu().contiguous()
+        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
+        if key in seen:
+            aliases.append((name, seen[key]))
+            continue
+        seen[key] = name
+        names.append(name)
+        is_bf16 = tensor.dtype == torch.bfloat16
+        arrays.append((tensor.view(torch.int16) if is_bf16 else tensor).numpy())
+        bf16.append(is_bf16)
+    return Packed(tuple(names), tuple(arrays), tuple(bf16), tuple(aliases))
 
 
-def unpack(parts: list[Packed]) -> list[tuple[str, torch.Tensor]]:
-    """The named tensors, as views of the packed buffers (read-only where the store maps them so: copy to keep).
+def unpack(packed: Packed) -> list[tuple[str, torch.Tensor]]:
+    """The named tensors, as views of the arrays (read-only where the store maps them so: the engines copy out).
 
     >>> [(n, t.tolist()) for n, t in unpack(pack([("a", torch.arange(4.0).reshape(2, 2)), ("b", torch.ones(1, dtype=torch.bfloat16))]))]
     [('a', [[0.0, 1.0], [2.0, 3.0]]), ('b', [1.0])]
     """
-    out = []
-    for part in parts:
-        with warnings.catch_warnings():  # the object store maps buffers read-only; the engines copy out of them
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            flat = torch.from_numpy(part.flat)
-        flat = flat.view(torch.bfloat16) if part.dtype == torch.bfloat16 else flat
-        offset = 0
-        for name, shape in zip(part.names, part.shapes):
-            size = int(np.prod(shape, dtype=np.int64))
-            out.append((name, flat[offset:offset + size].view(shape)))
-            offset += size
-    return out
+    with warnings.catch_warnings():  # the object store maps buffers read-only; the engines copy out of them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensors = {name: torch.from_numpy(array).view(torch.bfloat16) if is_bf16 else torch.from_numpy(array)
+                   for name, array, is_bf16 in zip(packed.names, packed.arrays, packed.bf16)}
+    return [*tensors.items(), *((name, tensors[source]) for name, source in packed.aliases)]

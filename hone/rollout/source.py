@@ -74,10 +74,11 @@ def stamp(groups: list[ScoredGroup], step: int, first: int) -> list[ScoredGroup]
     return groups
 
 
-def staleness(groups: list[ScoredGroup], version: int) -> dict[str, float]:
-    """How many versions behind ``version`` (the learner's) the groups' trajectories were generated."""
-    lags = [version - t.policy_version for g in groups for t in g.rollouts] or [0]
-    return {"rollout/staleness_mean": sum(lags) / len(lags), "rollout/staleness_max": float(max(lags))}
+def lineage(groups: list[ScoredGroup], version: int) -> dict[str, float]:
+    """How many trajectories a step has, and how many versions behind ``version`` (the learner's) they were generated."""
+    lags = [version - t.policy_version for g in groups for t in g.rollouts]
+    return {"rollout/samples": float(len(lags)), "rollout/staleness_mean": sum(lags) / max(1, len(lags)),
+            "rollout/staleness_max": float(max(lags, default=0))}
 
 
 class LocalRollouts:
@@ -95,7 +96,7 @@ class LocalRollouts:
         groups = stamp(self.worker.rollout(problems, step_sampling(self.cfg, step, 0, len(problems))), step, 0)
         times = self.worker.times
         self._metrics = {"time/generate": times.generate, "time/environment": times.environment, "time/score": times.score,
-                         **staleness(groups, self.worker.version)}
+                         **lineage(groups, self.worker.version)}
         return groups
 
     def publish(self, version: int, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
