@@ -24,7 +24,7 @@ from hone.data.tasks import ProblemStream, make_task
 from hone.learner.learner import Learner
 from hone.models import load_tokenizer, resolve
 from hone.rewards import load_reward_fn
-from hone.rollout.source import LocalRollouts, Rollouts, step_seed  # noqa: F401 (step_seed: part of this module's API)
+from hone.rollout.source import LocalRollouts, Rollouts
 from hone.rollout.worker import RolloutWorker
 from hone.runtime import configure_cpu, resolve_device
 from hone.watch import builtin

@@ -11,7 +11,7 @@ into it (``hone.watch.checkpoint``), so a crash while writing leaves the previou
 With ``train.resume: true`` a run loads the newest such checkpoint, drops the metrics rows logged
 after it, and goes on from the next step. On the CPU with the transformers engine the steps after
 the checkpoint repeat those of a run that was never interrupted, number for number: each step
-samples with a seed made from the run's seed and the step (``hone.trainer.step_seed``), and
+samples with a seed made from the run's seed and the step (``hone.rollout.source.step_seed``), and
 everything else that draws (the problem stream, Python's, NumPy's and torch's generators) is
 restored. vLLM seeds the same way, but its kernels need not repeat their floating-point sums
 from one process to the next, so a resumed vLLM run repeats the uninterrupted one only as far as
