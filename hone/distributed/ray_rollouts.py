@@ -253,12 +253,10 @@ class RayRollouts:
 
     def _accept(self, ticket: int, result: ShardResult) -> None:
         """Keep a shard's samples once each, by sample id (a shard sent twice brings them twice)."""
-        job = next((j for j in self.jobs if j.step == result.shard.step), None)
+        job = next(j for j in self.jobs if j.step == result.shard.step)  # a step leaves self.jobs only once all its shards are in
         trajectories = [t for g in result.groups for t in g.rollouts]
-        fresh = [t for t in trajectories if job is not None and t.sample_id not in job.samples]
+        fresh = [t for t in trajectories if t.sample_id not in job.samples]
         self.duplicates += len(trajectories) - len(fresh)
-        if job is None:
-            return
         job.samples.update((t.sample_id, t) for t in fresh)
         if ticket in job.tickets:
             job.tickets.discard(ticket)

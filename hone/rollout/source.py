@@ -11,6 +11,7 @@ same rollouts for the same seeds.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable, Protocol
 
 import torch
@@ -63,7 +64,7 @@ def sampling_params(cfg) -> SamplingParams:
 def step_sampling(cfg, step: int, first: int, count: int) -> SamplingParams:
     """Sampling for problems ``first .. first + count - 1`` of step ``step``: each problem's seed is its own."""
     seed = step_seed(cfg.train.seed, step)
-    return SamplingParams(**{**vars(sampling_params(cfg)), "seeds": tuple(derive_seed(seed, first + i) for i in range(count))})
+    return replace(sampling_params(cfg), seeds=tuple(derive_seed(seed, first + i) for i in range(count)))
 
 
 def stamp(groups: list[ScoredGroup], step: int, first: int) -> list[ScoredGroup]:
