@@ -19,6 +19,8 @@ class Problem:
     id: str
     messages: tuple[dict[str, str], ...]  # chat messages ending with the user's turn
     answer: str  # gold answer as text, e.g. "82"
+    task: str = ""  # the task it came from, as a mixture labels it (per-task metrics, curricula); "" for a single task
+    level: int | None = None  # the difficulty level it was drawn at, in its task's own unit (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,12 @@ class ScoredGroup:
     @property
     def rewards(self) -> list[float | None]:
         return [r.reward for r in self.rollouts]
+
+    @property
+    def zero_variance(self) -> bool:
+        """Its scored samples all agree (or fewer than two were scored): a group baseline learns nothing from it."""
+        scores = [r for r in self.rewards if r is not None]
+        return len(scores) < 2 or max(scores) == min(scores)
 
 
 @dataclass
