@@ -30,26 +30,65 @@ __all__ = ["Config", "ConfigError", "config_from_dict", "config_to_dict", "dump_
 
 
 @dataclass(frozen=True)
-class TaskConfig:
-    """The problems the policy is trained and evaluated on."""
+class CurriculumConfig:
+    """How a run draws tasks and difficulty levels from its mixture (``hone.data.curriculum``)."""
 
-    name: Literal["arithmetic", "gsm8k", "reviews", "code", "code_stdio", "humaneval"] = "arithmetic"  # which task supplies prompts and answers
-    digits: int = 2  # operand digits for arithmetic problems, 1..6
+    name: Literal["uniform", "learnability", "difficulty"] = "uniform"  # uniform: by mixture weight; learnability: by p(1-p) (Foster & Foerster 2025); difficulty: move each task's level to hold its success rate in band
+    explore: float = 0.1  # learnability: share of draws spread evenly over every (task, level), so none starves
+    memory: float = 0.8  # learnability, difficulty: each new group of an arm multiplies its old success counts by this (0 < memory <= 1; 1 never forgets)
+    band: tuple[float, ...] = (0.2, 0.8)  # difficulty: the success-rate band (low, high) a task's level is moved to stay in
+    patience: int = 4  # difficulty: groups a task spends at a level before it may move
+    replay: float = 0.0  # share of draws that pose again a recent problem whose group had reward variance (any curriculum); 0 = never
+    replay_uses: int = 2  # replay: times a problem may be posed in all
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _require(0 <= self.explore <= 1, "explore", "must be in [0, 1]", self.explore)
+        _require(0 < self.memory <= 1, "memory", "must be in (0, 1]", self.memory)
+        ok = len(self.band) == 2 and 0 <= self.band[0] < self.band[1] <= 1
+        _require(ok, "band", "must be [low, high] with 0 <= low < high <= 1", self.band)
+        _at_least(self, patience=1, replay_uses=2)
+        _require(0 <= self.replay < 1, "replay", "must be in [0, 1)", self.replay)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The problems the policy is trained and evaluated on: one task, or a weighted mixture of tasks."""
+
+    name: Literal["arithmetic", "gsm8k", "reviews", "code", "code_stdio", "humaneval", "reasoning_gym", "mixture"] = "arithmetic"  # which task supplies prompts and answers; mixture: the tasks listed in task.mixture
+    digits: int = 2  # operand digits for arithmetic problems, 1..6 (arithmetic's difficulty level)
     ops: tuple[str, ...] = ("+",)  # arithmetic operators to sample from: "+", "-", "*"
     path: str | None = None  # GSM8K JSONL file or a `datasets` hub id such as "openai/gsm8k"; code_stdio: its JSONL file
-    level: int = 1  # code: difficulty of the generated programming tasks, 1 (one expression) to 3
+    dataset: str | None = None  # reasoning_gym: the generator's name, e.g. chain_sum (`pip install 'hone[reasoning]'`)
+    level: int | None = None  # difficulty level of code (1..3, default 1) and reasoning_gym (0.., reasoning-gym's own curriculum levels, default 0); arithmetic's is digits
+    levels: tuple[int, ...] = ()  # the levels a curriculum may draw this task at (in its own unit: digits for arithmetic); () = only its level
     instruction: str | None = None  # appended to every question; null = the task's own instruction
     system_prompt: str | None = None  # None keeps the chat template's default system prompt
     eval_size: int = 200  # problems held out from training for evaluation
     seed: int = 0  # fixes the train/held-out split
+    mixture: tuple[TaskConfig, ...] = ()  # name mixture: the tasks, each a task section of its own plus label and weight
+    label: str | None = None  # in a mixture: the task's name in metrics (task/LABEL/...); default its dataset or name
+    weight: float = 1.0  # in a mixture: the task's share of draws under a uniform curriculum
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)  # how tasks and levels are drawn (a mixture, or one task with levels)
 
     def __post_init__(self) -> None:
         _coerce(self)
         _require(1 <= self.digits <= 6, "digits", "must be between 1 and 6", self.digits)
         ok = len(self.ops) > 0 and set(self.ops) <= {"+", "-", "*"}
         _require(ok, "ops", "must be a non-empty list of '+', '-', '*'", self.ops)
-        _require(1 <= self.level <= 3, "level", "must be between 1 and 3", self.level)
+        _require(self.level is None or self.level >= 0, "level", "must be >= 0", self.level)
+        _require(self.level is None or self.name != "arithmetic", "level", "arithmetic's difficulty is task.digits; leave level out", self.level)
         _at_least(self, eval_size=1)
+        _above(self, weight=0)
+        _require((self.name == "reasoning_gym") == (self.dataset is not None), "dataset",
+                 "names the generator of task.name=reasoning_gym (and only that task)", self.dataset)
+        _require((self.name == "mixture") == bool(self.mixture), "mixture", "lists the tasks of task.name=mixture (and only that task)", config_to_dict(self.mixture))
+        _require(all(t.name != "mixture" for t in self.mixture), "mixture", "cannot nest a mixture in a mixture", [t.name for t in self.mixture])
+
+    @property
+    def tag(self) -> str:
+        """The task's name in metrics."""
+        return self.label or self.dataset or self.name
 
 
 @dataclass(frozen=True)
@@ -120,6 +159,7 @@ class AlgorithmConfig:
     kl_horizon: int = 10000  # adaptive KL controller horizon, in samples
     entropy_coef: float = 0.0  # weight of an entropy bonus in the loss
     dynamic_sampling: bool = False  # DAPO (Yu et al. 2025): drop groups whose rewards all agree
+    max_oversample: float = 1.0  # with dynamic_sampling: replace dropped groups with fresh prompts, generating at most this many times rollout.prompts_per_step in a step (DAPO's refill, capped; 1 = no refill)
     overlong_buffer: int = 0  # DAPO soft overlong punishment: tokens before the cap where it ramps; 0 = off
     overlong_penalty: float = 1.0  # penalty reached at rollout.max_new_tokens when overlong_buffer > 0
     ppo_epochs: int = 1  # passes over each batch of rollouts
@@ -227,13 +267,14 @@ class TrainConfig:
     resume: bool = False  # continue the run from the newest checkpoint in its run folder (output.save_every sets how often they are written)
     nonfinite_limit: int = 3  # stop the run after this many updates in a row skipped for a non-finite loss or gradient
     device: str = "auto"  # where the policy, reference and critic train: auto (cuda where available, else cpu), cpu, cuda, cuda:N
+    time_limit_s: float | None = None  # stop after the first step that ends this many seconds after training began (evaluations included), then evaluate and save as at train.steps; null = no limit
     compile: bool = False  # torch.compile the decoder layers for the update and reference forwards (hone.runtime): ~4% faster forward+backward on CPU (4.96 -> 4.75 s on the benchmark's batches), after ~25 s compiling in the first steps
     lora: LoraConfig = field(default_factory=LoraConfig)  # low-rank adapters
 
     def __post_init__(self) -> None:
         _coerce(self)
         _at_least(self, steps=1, weight_decay=0, warmup_steps=0, micro_batch_size=1, threads=1, nonfinite_limit=1)
-        _above(self, lr=0, max_grad_norm=0)
+        _above(self, lr=0, max_grad_norm=0, time_limit_s=0)
         ok = len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)
         _require(ok, "betas", "must be two numbers [beta1, beta2], each in [0, 1)", self.betas)
         _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device", "must be auto, cpu, cuda or cuda:N", self.device)
@@ -416,6 +457,11 @@ class Config:
         _require(mini <= batch, "algorithm.mini_batches", rule, mini)
         _require(self.eval.engine != "vllm" or self.rollout.engine != "transformers", "eval.engine",
                  "'vllm' evaluates with the rollout engine, so it needs rollout.engine vllm or auto", self.eval.engine)
+        oversample = self.algorithm.max_oversample
+        _require(oversample >= 1, "algorithm.max_oversample", "must be >= 1 (1: no refill)", oversample)
+        _require(oversample == 1 or self.algorithm.dynamic_sampling, "algorithm.max_oversample", "refills groups that dynamic sampling drops; set algorithm.dynamic_sampling=true too", oversample)
+        _require(oversample == 1 or self.distributed.backend == "none", "algorithm.max_oversample",
+                 "refilling is not yet available with distributed.backend=ray (leave it at 1)", oversample)
         if self.distributed.max_staleness > 0 and self.algorithm.tis_cap is None:
             # off-policy samples need the importance correction; 2.0 is the cap of Yao et al. (2025) and AReaL
             object.__setattr__(self, "algorithm", replace(self.algorithm, tis_cap=2.0))

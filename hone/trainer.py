@@ -20,7 +20,7 @@ import torch
 
 from hone.config import Config, dump_config
 from hone.data.records import ScoredGroup
-from hone.data.tasks import ProblemStream, make_task
+from hone.data.tasks import make_stream, make_task
 from hone.learner.learner import Learner
 from hone.models import load_tokenizer, resolve
 from hone.rewards import load_reward_fn
@@ -46,6 +46,7 @@ class Run:
     logger: MetricsLogger
     progress: Progress
     step: int = 0  # steps done
+    last_step: int = 0  # the step that ends the run: train.steps, or earlier when train.time_limit_s runs out
 
 
 def train(cfg: Config) -> Path:
@@ -58,6 +59,7 @@ def loop(run: Run) -> Path:
     cfg = run.cfg
     with run.progress, closing(run.rollouts):  # workers and scoring processes end however the loop does
         run.hooks.on_start(run)
+        began_training = time.perf_counter()
         for step in range(run.step + 1, cfg.train.steps + 1):
             began = time.perf_counter()
             groups = run.rollouts.collect(step)
@@ -69,9 +71,13 @@ def loop(run: Run) -> Path:
             updated = time.perf_counter()
             run.rollouts.publish(run.learner.version, run.learner.weights())
             run.step = step
+            if cfg.train.time_limit_s is not None and time.perf_counter() - began_training >= cfg.train.time_limit_s:
+                run.last_step = step  # out of time: this step ends the run, with the end's evaluation and checkpoint
             times = {"rollout": rolled - began, "update": updated - rolled, "push": time.perf_counter() - updated,
                      "step": time.perf_counter() - began}
             run.hooks.after_update(run, step, step_row(run, groups, stats, update, times))
+            if step == run.last_step:
+                break
         run.hooks.on_end(run)
     return run.dir
 
@@ -110,7 +116,7 @@ def setup(cfg: Config) -> Run:
     dump_config(cfg, run_dir / "config.yaml")
     tokenizer = load_tokenizer(cfg.model)
     learner = Learner.from_config(cfg, device, tokenizer.pad_token_id)
-    problems = ProblemStream(task, cfg.train.seed)
+    problems = make_stream(cfg.task, task, cfg.train.seed)
     if cfg.distributed.backend == "ray":  # workers build their own engines, scorers and reward model
         from hone.distributed.ray_rollouts import RayRollouts
 
@@ -125,6 +131,7 @@ def setup(cfg: Config) -> Run:
         hooks=Hooks(default_hooks(cfg, eval_problems) + user_hooks + [builtin.CheckpointHook()]),
         logger=MetricsLogger(run_dir / "metrics.jsonl"),
         progress=Progress(cfg.train.steps, enabled=cfg.output.progress),
+        last_step=cfg.train.steps,
     )
     if checkpoint is not None:
         restore_run(run, checkpoint)
@@ -147,7 +154,7 @@ def load_reward_model(cfg: Config, device):
 
 def default_hooks(cfg: Config, eval_problems) -> list:
     """Every run's hooks but the checkpoint hook, which goes last, after the user's: in the order they run."""
-    hooks = [builtin.MetricsHook()]
+    hooks = [builtin.MetricsHook(), builtin.CurriculumNotes()]
     if cfg.critic.warmup_steps and cfg.algorithm.name == "ppo":
         hooks.append(builtin.CriticWarmup(cfg.critic.warmup_steps))
     if cfg.algorithm.kl_target is not None:

@@ -168,7 +168,7 @@ def test_later_overrides_win():
 def test_unknown_key_suggests_the_closest():
     assert _override_error("train.lrr=1e-5") == (
         "unknown config key 'train.lrr'; did you mean 'train.lr'? expected one of: "
-        "betas, bf16, compile, device, keep_freed_memory, lora, lr, max_grad_norm, micro_batch_size, nonfinite_limit, resume, seed, skip_zero_advantage, steps, threads, warmup_steps, weight_decay"
+        "betas, bf16, compile, device, keep_freed_memory, lora, lr, max_grad_norm, micro_batch_size, nonfinite_limit, resume, seed, skip_zero_advantage, steps, threads, time_limit_s, warmup_steps, weight_decay"
     )
 
 
@@ -222,7 +222,7 @@ def test_bool_strings_from_yaml_are_rejected():
 
 def test_bad_literal_lists_the_accepted_values():
     assert _override_error("task.name=math") == (
-        "task.name: expected 'arithmetic', 'gsm8k', 'reviews', 'code', 'code_stdio' or 'humaneval', got 'math'"
+        "task.name: expected 'arithmetic', 'gsm8k', 'reviews', 'code', 'code_stdio', 'humaneval', 'reasoning_gym' or 'mixture', got 'math'"
     )
     assert _override_error("rollout.engine=sglang") == "rollout.engine: expected 'auto', 'transformers' or 'vllm', got 'sglang'"
 
@@ -233,6 +233,14 @@ def test_bad_literal_lists_the_accepted_values():
     ("rollout.temperature=0", "rollout.temperature: must be > 0, got 0.0"),
     ("rollout.top_p=1.5", "rollout.top_p: must be in (0, 1], got 1.5"),
     ("task.digits=7", "task.digits: must be between 1 and 6, got 7"),
+    ("task.level=2", "task.level: arithmetic's difficulty is task.digits; leave level out, got 2"),
+    ("task.name=reasoning_gym", "task.dataset: names the generator of task.name=reasoning_gym (and only that task), got null"),
+    ("task.name=mixture", "task.mixture: lists the tasks of task.name=mixture (and only that task), got []"),
+    ("task.curriculum.name=hardest", "task.curriculum.name: expected 'uniform', 'learnability' or 'difficulty', got 'hardest'"),
+    ("task.curriculum.band=[0.8,0.2]", "task.curriculum.band: must be [low, high] with 0 <= low < high <= 1, got [0.8, 0.2]"),
+    ("task.curriculum.memory=0", "task.curriculum.memory: must be in (0, 1], got 0.0"),
+    ("algorithm.max_oversample=1.3", "algorithm.max_oversample: refills groups that dynamic sampling drops; set algorithm.dynamic_sampling=true too, got 1.3"),
+    ("train.time_limit_s=0", "train.time_limit_s: must be > 0, got 0.0"),
     ("task.ops=+,/", "task.ops: must be a non-empty list of '+', '-', '*', got ['+', '/']"),
     ("algorithm.kl_coef=-0.1", "algorithm.kl_coef: must be >= 0, got -0.1"),
     ("algorithm.dual_clip=1", "algorithm.dual_clip: must be > 1, got 1.0"),

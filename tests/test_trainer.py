@@ -114,3 +114,18 @@ def test_learner_weights_merge_lora_under_plain_names(tiny):
     assert any("lora_A" in n for n, _ in lora.named_parameters())  # the training model keeps its adapters
     moved = max((weights[n] - t).abs().max() for n, t in tiny.state_dict().items())
     assert moved > 0
+
+
+def test_a_mixture_logs_every_task_and_a_time_limit_ends_the_run_with_its_evaluation(tiny_folder, tmp_path):
+    mixture = "[{name: arithmetic, digits: 1, eval_size: 3, label: one}, {name: arithmetic, digits: 2, eval_size: 4, label: two, levels: [2, 3]}]"
+    cfg = tiny_config(tiny_folder, tmp_path, "task.name=mixture", f"task.mixture={mixture}", "task.curriculum.name=learnability",
+                      "rewards.functions=[{name: verify}]", "eval.reward=verify", "eval.samples=0", "eval.pass_k=[1]",
+                      "train.steps=50", "train.time_limit_s=0.001")
+    run_dir = train(cfg)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "eval/accuracy" in row] == [0, 1]  # out of time after step 1: evaluated there
+    assert {"eval/task/one/accuracy", "eval/task/two/accuracy", "eval/task_mean_accuracy"} <= set(rows[-1])
+    step = next(row for row in rows if "reward/mean" in row)
+    assert step["task/one/weight"] + step["task/two/weight"] == pytest.approx(1.0)
+    assert step["task/one/groups"] + step["task/two/groups"] == 2 and 0 <= step["rollout/zero_variance"] <= 1
+    assert (run_dir / "curriculum.png").stat().st_size > 1000 and (run_dir / "final").is_dir()

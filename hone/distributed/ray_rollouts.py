@@ -132,6 +132,7 @@ class RayRollouts:
         self._pump(lambda: not job.tickets)
         self.jobs.popleft()
         groups = job.groups(self.cfg.rollout.group_size)
+        self.problems.observe(groups)  # a curriculum learns from steps in order (while steps ahead were drawn from older estimates)
         results = job.results
         self._metrics = {
             "time/generate": max((r.generate_s for r in results), default=0.0),  # the slowest shard, as the step waited for it
@@ -142,6 +143,7 @@ class RayRollouts:
             **lineage(groups, self.version),
             "distributed/worker_restarts": float(self.restarts),
             "distributed/duplicates_dropped": float(self.duplicates),
+            **self.problems.metrics(),
         }
         return groups
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol, Sequence
 from hone.rewards import code as code_rewards
 from hone.rewards import math as math_rewards
 from hone.rewards import sentiment
+from hone.rewards import verify as verify_rewards
 from hone.rewards.pool import WorkerPool, _one_line
 
 logger = logging.getLogger(__name__)
@@ -217,6 +218,7 @@ REWARDS: dict[str, RewardFn] = {
     "math_verify": math_rewards.math_verify,
     "sandbox_isolation": code_rewards.sandbox_isolation,
     "vader_sentiment": sentiment.vader_sentiment,
+    "verify": verify_rewards.verify,  # each reference's own verifier: task mixtures
 }
 
 
@@ -228,7 +230,7 @@ def load_reward_fn(spec: str) -> RewardFn:
     >>> load_reward_fn("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown reward 'nope'; expected one of: code_fraction, code_pass, exact_number, format_number_only, math_verify, sandbox_isolation, vader_sentiment, or 'module:function'
+    ValueError: unknown reward 'nope'; expected one of: code_fraction, code_pass, exact_number, format_number_only, math_verify, sandbox_isolation, vader_sentiment, verify, or 'module:function'
     """
     if spec in REWARDS:
         return REWARDS[spec]

@@ -59,6 +59,12 @@ def evaluate(
         "eval/length": sum(r.generated_tokens for r in greedy) / max(1, len(greedy)),
         **reward_means(greedy, "eval/reward"),
     }
+    labels = [label for label in dict.fromkeys(getattr(p, "task", "") for p in problems) if label]
+    for label in labels:  # a mixture: each task's own, and their mean (every task counts once, however many problems it holds)
+        mine = [r for r in greedy if getattr(r.problem, "task", "") == label]
+        out |= reward_means(mine, f"eval/task/{label}/reward") if continuous else {f"eval/task/{label}/accuracy": accuracy(mine)}
+    if labels and not continuous:
+        out["eval/task_mean_accuracy"] = sum(out[f"eval/task/{label}/accuracy"] for label in labels) / len(labels)
     if getattr(env, "max_turns", 1) > 1:  # a multi-turn environment: how many turns the model took
         out["eval/turns"] = sum(sum(t.role == "assistant" for t in r.turns) for r in greedy) / max(1, len(greedy))
     if samples > 0 and pass_k_size > 0:

@@ -25,6 +25,7 @@ from hone.rollout.worker import RolloutWorker
 
 class Rollouts(Protocol):
     tokenizer: object  # the policy's tokenizer, saved with every checkpoint
+    problems: ProblemStream  # the run's training problems (a CurriculumStream when a curriculum steers them); every scored group goes back to its ``observe``
 
     def collect(self, step: int) -> list[ScoredGroup]:
         """Step ``step``'s scored groups, one per problem in stream order (steps are collected in order)."""
@@ -93,11 +94,24 @@ class LocalRollouts:
         self._metrics: dict[str, float] = {}
 
     def collect(self, step: int) -> list[ScoredGroup]:
-        problems = self.problems.take(self.cfg.rollout.prompts_per_step)
-        groups = stamp(self.worker.rollout(problems, step_sampling(self.cfg, step, 0, len(problems))), step, 0)
-        times = self.worker.times
-        self._metrics = {"time/generate": times.generate, "time/environment": times.environment, "time/score": times.score,
-                         **lineage(groups, self.worker.version)}
+        """The step's groups; with ``algorithm.max_oversample`` above 1, groups whose rewards all agree are
+        replaced by fresh prompts (DAPO's dynamic sampling), never generating more than that many times
+        ``prompts_per_step`` prompts, so a step always ends (with fewer informative groups if it must)."""
+        wanted = self.cfg.rollout.prompts_per_step
+        budget = int(wanted * self.cfg.algorithm.max_oversample + 1e-9)
+        groups = self._generate(step, 0, wanted)
+        times = vars(self.worker.times).copy()
+        while (short := wanted - sum(not g.zero_variance for g in groups)) > 0 and len(groups) < budget:
+            groups += self._generate(step, len(groups), min(short, budget - len(groups)))
+            times = {k: v + getattr(self.worker.times, k) for k, v in times.items()}
+        self._metrics = {"time/generate": times["generate"], "time/environment": times["environment"], "time/score": times["score"],
+                         "rollout/oversample": len(groups) / wanted, **lineage(groups, self.worker.version), **self.problems.metrics()}
+        return groups
+
+    def _generate(self, step: int, first: int, count: int) -> list[ScoredGroup]:
+        problems = self.problems.take(count)
+        groups = stamp(self.worker.rollout(problems, step_sampling(self.cfg, step, first, len(problems))), step, first)
+        self.problems.observe(groups)
         return groups
 
     def publish(self, version: int, weights: Iterable[tuple[str, torch.Tensor]]) -> None:

@@ -8,7 +8,7 @@ import time
 from hone.algorithms import adaptive_kl_coef
 from hone.rollout.evaluate import write_samples
 from hone.watch.hooks import Hook
-from hone.watch.metrics import plot_run
+from hone.watch.metrics import plot_curriculum, plot_run
 from hone.watch.resume import save_run
 
 
@@ -46,6 +46,16 @@ class KLController(Hook):
             run.learner.kl_coef = adaptive_kl_coef(run.learner.kl_coef, self.kl, self.target, self.horizon, self.samples)
 
 
+class CurriculumNotes(Hook):
+    """Prints what the curriculum changed (a task's level moved, or could not) as it happens."""
+
+    def after_rollout(self, run, step, groups) -> None:
+        notes = run.rollouts.problems.notes
+        for note in notes:
+            run.progress.note(f"curriculum @ step {step}: {note}")
+        notes.clear()
+
+
 class EvalHook(Hook):
     """Held-out evaluation at the start, every ``eval.every`` steps and at the end; the run's summary line at the end."""
 
@@ -62,7 +72,7 @@ class EvalHook(Hook):
 
     def after_update(self, run, step, row) -> None:
         every = run.cfg.eval.every
-        if step == run.cfg.train.steps or (every and step % every == 0):
+        if step == run.last_step or (every and step % every == 0):
             self.last = self.evaluate(run, step)
 
     def evaluate(self, run, step: int) -> dict[str, float]:
@@ -96,10 +106,12 @@ def summary(first: dict[str, float], last: dict[str, float]) -> str:
 
 
 class PlotHook(Hook):
-    """``progress.png`` (training reward and held-out accuracy against step), redrawn at every evaluation."""
+    """``progress.png`` (training reward and held-out accuracy against step), and for a mixture or a
+    curriculum ``curriculum.png`` (zero-variance share, weights, levels, accuracy per task), redrawn at every evaluation."""
 
     def at_eval(self, run, step, metrics) -> None:
         plot_run(run.dir / "metrics.jsonl", run.dir / "progress.png", title=run.cfg.name)
+        plot_curriculum(run.dir / "metrics.jsonl", run.dir / "curriculum.png", title=run.cfg.name)
 
 
 class CheckpointHook(Hook):
@@ -109,7 +121,7 @@ class CheckpointHook(Hook):
 
     def after_update(self, run, step, row) -> None:
         every = run.cfg.output.save_every
-        if every and step % every == 0 and step != run.cfg.train.steps:
+        if every and step % every == 0 and step != run.last_step:
             run.hooks.at_save(run, step, save_run(run, run.dir / "checkpoints" / f"step-{step}", resumable=True))
 
     def on_end(self, run) -> None:

@@ -130,6 +130,7 @@ def rollout_metrics(groups) -> dict[str, float]:
         "completion/length": sum(t.generated_tokens for t in trajectories) / len(trajectories),  # the policy's tokens
         "completion/truncated": sum(t.finish_reason == "length" for t in trajectories) / len(trajectories),
         "completion/turns": sum(sum(turn.role == "assistant" for turn in t.turns) for t in trajectories) / len(trajectories),
+        "rollout/zero_variance": sum(g.zero_variance for g in groups) / max(1, len(groups)),  # groups GRPO learns nothing from
     }
     for name in trajectories[0].reward_parts if trajectories else ():
         values = [t.reward_parts[name] for t in trajectories if t.reward_parts.get(name) is not None]
@@ -169,7 +170,8 @@ def accuracy_keys(rows: list[dict[str, Any]]) -> list[str]:
     keys: dict[str, None] = {}
     for row in rows:
         for key in row:
-            if "accuracy" in key or (key.startswith("eval/") and "pass@" in key):
+            per_task = key.startswith(("task/", "eval/task/"))  # drawn in curriculum.png
+            if not per_task and ("accuracy" in key or (key.startswith("eval/") and "pass@" in key)):
                 keys[key] = None
     if not keys:
         keys = {key: None for row in rows for key in row if key in ("eval/reward", "eval/sampled_reward")}
@@ -298,3 +300,47 @@ def _save(fig, out_png: Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return out_png
+
+
+def plot_curriculum(metrics_path: Path, out_png: Path, title: str = "") -> Path | None:
+    """What a curriculum did, against step: the share of groups with zero reward variance, each task's
+    sampling weight and difficulty level, and each task's training and held-out accuracy. Reads
+    ``rollout/zero_variance``, ``task/LABEL/{weight,level,accuracy}`` and ``eval/task/LABEL/accuracy``;
+    None (writing nothing) when no task keys were logged."""
+    rows = read_rows(metrics_path)
+    labels = list(dict.fromkeys(key.split("/")[1] for row in rows for key in row if key.startswith("task/")))
+    if not labels:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 8), dpi=100)
+    FigureCanvasAgg(fig)
+    (zero_ax, weight_ax), (level_ax, acc_ax) = fig.subplots(2, 2)
+    steps, zero = _series(rows, "rollout/zero_variance")
+    window = max(1, min(10, len(zero) // 8))
+    if zero:
+        zero_ax.plot(steps, zero, color="tab:gray", alpha=0.35, linewidth=1, label="per step")
+        zero_ax.plot(steps, smooth(zero, window), color="black", linewidth=2, label=f"mean of last {window}")
+        zero_ax.legend(fontsize=8)
+    zero_ax.set(title="groups with zero reward variance (no gradient)", xlabel="step", ylabel="share of groups", ylim=(-0.02, 1.02))
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    for label in labels:
+        for ax, key, style in [(weight_ax, f"task/{label}/weight", "-"), (level_ax, f"task/{label}/level", "-"),
+                               (acc_ax, f"task/{label}/accuracy", "-"), (acc_ax, f"eval/task/{label}/accuracy", "--")]:
+            key_steps, values = _series(rows, key)
+            if not values:
+                continue
+            smoothed = key.startswith("task/") and key.endswith("accuracy")
+            ax.plot(key_steps, smooth(values, window) if smoothed else values, color=colors[label], linestyle=style,
+                    marker="o" if key.startswith("eval/") else None, markersize=4, label=label if style == "-" else None)
+    weight_ax.set(title="sampling weight per task", xlabel="step", ylabel="probability")
+    level_ax.set(title="difficulty level per task (mean under the weights)", xlabel="step", ylabel="level")
+    acc_ax.set(title=f"accuracy per task (solid: training, mean of last {window}; dashed: held-out)", xlabel="step", ylabel="accuracy")
+    for ax in (zero_ax, weight_ax, level_ax, acc_ax):
+        ax.grid(alpha=0.3)
+    weight_ax.legend(fontsize=7, ncol=2)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out_png)

@@ -1,5 +1,8 @@
 """Procedural arithmetic: ``a op b`` with a difficulty knob (operand digits, operations).
 
+Its difficulty level is ``digits`` (1..6): ``levels`` and ``with_level`` are the interface every
+graded task shares (:class:`~hone.data.tasks.Graded`), which curricula move.
+
 The train/held-out split is a fixed function of the problem and the seed (a hash), so no held-out
 problem is ever trained on, whatever the number of steps, and the evaluation set is the same on
 every run with the same seed.
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from hone.data.records import Problem
@@ -40,6 +43,22 @@ class ArithmeticTask:
                 f"task.eval_size: {self.eval_size} is too many for {self.digits}-digit problems "
                 f"(at most {space // HELD_OUT_SHARE // 2})"
             )
+
+    @property
+    def level(self) -> int:
+        return self.digits
+
+    @property
+    def levels(self) -> range:
+        return range(1, 7)
+
+    def with_level(self, level: int) -> "ArithmeticTask":
+        """The same task with ``level``-digit operands (the held-out set is capped to what that many digits hold)."""
+        if level not in self.levels:
+            raise ValueError(f"task.levels: arithmetic levels are operand digits 1..6, got {level}")
+        low, high = (0 if level == 1 else 10 ** (level - 1), 10**level - 1)
+        cap = (high - low + 1) ** 2 * len(self.ops) // HELD_OUT_SHARE // 2
+        return replace(self, digits=level, eval_size=min(self.eval_size, cap))
 
     def _space_size(self) -> int:
         low, high = self._range()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 from hone.data.records import Problem
@@ -106,6 +106,17 @@ class CodeTask:
         held = sum(self._held_out(name) for _, name, _ in self._instances())  # differs by level and seed
         if not 1 <= self.eval_size <= held:
             raise ValueError(f"task.eval_size: expected 1..{held} (the held-out level-{self.level} tasks), got {self.eval_size}")
+
+    @property
+    def levels(self) -> range:
+        return range(1, 4)
+
+    def with_level(self, level: int) -> "CodeTask":
+        """The same task at template level ``level`` (its held-out set capped to what that level holds)."""
+        if level not in self.levels:
+            raise ValueError(f"task.levels: code levels are 1..3, got {level}")
+        held = sum(self._held_out(name) for t in TEMPLATES if t.level == level for name, _ in t.instances())
+        return replace(self, level=level, eval_size=min(self.eval_size, held))
 
     def _instances(self) -> list[tuple[Template, str, Any]]:
         return [(t, name, k) for t in TEMPLATES if t.level == self.level for name, k in t.instances()]
