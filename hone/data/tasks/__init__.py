@@ -77,7 +77,10 @@ class ProblemStream:
     def metrics(self) -> dict[str, float]:
         return {}
 
-    notes: list[str] = []  # a plain stream has nothing to say
+    @property
+    def notes(self) -> list[str]:
+        """A plain stream has nothing to say."""
+        return []
 
     def state_dict(self) -> dict:
         return {"taken": self.taken}
