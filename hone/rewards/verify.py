@@ -14,6 +14,7 @@ from typing import Sequence
 
 from hone.rewards import code as code_rewards
 from hone.rewards import math as math_rewards
+from hone.rewards.reasoning_gym import is_reasoning_gym_spec, reasoning_gym_score  # neither imports reasoning-gym
 
 
 def kind(reference: str) -> str:
@@ -24,15 +25,13 @@ def kind(reference: str) -> str:
     """
     if not reference.lstrip().startswith("{"):
         return "math"
+    if is_reasoning_gym_spec(reference):
+        return "reasoning_gym"
     try:
         data = json.loads(reference)
     except ValueError:
         return "math"
-    if isinstance(data, dict) and data.get("kind") in ("assert", "stdio"):
-        return "code"
-    if isinstance(data, dict) and "reasoning_gym" in data:
-        return "reasoning_gym"
-    return "math"
+    return "code" if isinstance(data, dict) and data.get("kind") in ("assert", "stdio") else "math"  # a broken code spec scores None there
 
 
 def verify(completions: Sequence[str], references: Sequence[str]) -> list[float | None]:
@@ -57,7 +56,5 @@ def _reward(name: str):
     if name == "code":
         return code_rewards.code_pass
     if name == "reasoning_gym":
-        from hone.rewards.reasoning_gym import reasoning_gym_score  # imports reasoning-gym only when a problem needs it
-
         return reasoning_gym_score
     return math_rewards.math_verify
