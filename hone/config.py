@@ -40,6 +40,10 @@ class CurriculumConfig:
     patience: int = 4  # difficulty: groups a task spends at a level before it may move
     replay: float = 0.0  # share of draws that pose again a recent problem whose group had reward variance (any curriculum); 0 = never
     replay_uses: int = 2  # replay: times a problem may be posed in all
+    screen: int = 1  # candidate problems per prompt generated: a probe on the policy's hidden state keeps those likeliest to split their group (hone.rollout.screen); 1 = off
+    screen_explore: float = 0.25  # screen: share of each step's prompts drawn at random from the candidates (keeps the probe honest, and is its baseline)
+    screen_memory: int = 512  # screen: the probe is fitted to this many most recent groups
+    screen_warmup: int = 32  # screen: groups seen before the probe is first fitted (until then, the stream's own order)
 
     def __post_init__(self) -> None:
         _coerce(self)
@@ -49,6 +53,9 @@ class CurriculumConfig:
         _require(ok, "band", "must be [low, high] with 0 <= low < high <= 1", self.band)
         _at_least(self, patience=1, replay_uses=2)
         _require(0 <= self.replay < 1, "replay", "must be in [0, 1)", self.replay)
+        _at_least(self, screen=1, screen_warmup=2)
+        _require(0 <= self.screen_explore <= 1, "screen_explore", "must be in [0, 1]", self.screen_explore)
+        _require(self.screen_memory >= self.screen_warmup, "screen_memory", f"must be at least screen_warmup ({self.screen_warmup})", self.screen_memory)
 
 
 @dataclass(frozen=True)
@@ -462,6 +469,9 @@ class Config:
         _require(oversample == 1 or self.algorithm.dynamic_sampling, "algorithm.max_oversample", "refills groups that dynamic sampling drops; set algorithm.dynamic_sampling=true too", oversample)
         _require(oversample == 1 or self.distributed.backend == "none", "algorithm.max_oversample",
                  "refilling is not yet available with distributed.backend=ray (leave it at 1)", oversample)
+        screen = self.task.curriculum.screen
+        _require(screen == 1 or self.distributed.backend == "none", "task.curriculum.screen",
+                 "screening reads the learner's policy in this process, so it is not yet available with distributed.backend=ray (leave it at 1)", screen)
         if self.distributed.max_staleness > 0 and self.algorithm.tis_cap is None:
             # off-policy samples need the importance correction; 2.0 is the cap of Yao et al. (2025) and AReaL
             object.__setattr__(self, "algorithm", replace(self.algorithm, tis_cap=2.0))

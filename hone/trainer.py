@@ -24,6 +24,7 @@ from hone.data.tasks import make_stream, make_task
 from hone.learner.learner import Learner
 from hone.models import load_tokenizer, resolve
 from hone.rewards import load_reward_fn
+from hone.rollout.screen import make_screen
 from hone.rollout.source import LocalRollouts, Rollouts
 from hone.rollout.worker import RolloutWorker
 from hone.runtime import configure_cpu, resolve_device
@@ -122,7 +123,8 @@ def setup(cfg: Config) -> Run:
 
         rollouts = RayRollouts(cfg, problems, tokenizer)
     else:
-        rollouts = LocalRollouts(cfg, RolloutWorker.from_config(cfg, tokenizer, learner.policy, task, load_reward_model(cfg, device)), problems)
+        worker = RolloutWorker.from_config(cfg, tokenizer, learner.policy, task, load_reward_model(cfg, device))
+        rollouts = LocalRollouts(cfg, worker, problems, make_screen(cfg, learner.policy, worker.env))
     run = Run(
         cfg=cfg,
         dir=run_dir,

@@ -11,6 +11,7 @@ same rollouts for the same seeds.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Iterable, Protocol
 
@@ -20,6 +21,7 @@ from hone.data.records import Problem, ScoredGroup
 from hone.data.tasks import ProblemStream
 from hone.rollout.engine import SamplingParams, derive_seed
 from hone.rollout.evaluate import EvalReport
+from hone.rollout.screen import Screen
 from hone.rollout.worker import RolloutWorker
 
 
@@ -86,10 +88,11 @@ def lineage(groups: list[ScoredGroup], version: int) -> dict[str, float]:
 class LocalRollouts:
     """One rollout worker in this process, one step at a time (synchronous)."""
 
-    def __init__(self, cfg, worker: RolloutWorker, problems: ProblemStream):
+    def __init__(self, cfg, worker: RolloutWorker, problems: ProblemStream, screen: Screen | None = None):
         self.cfg = cfg
         self.worker = worker
         self.problems = problems
+        self.screen = screen  # keeps, of several candidate problems per prompt, the likeliest to split their group
         self.tokenizer = worker.tokenizer
         self._metrics: dict[str, float] = {}
 
@@ -100,19 +103,35 @@ class LocalRollouts:
         wanted = self.cfg.rollout.prompts_per_step
         budget = int(wanted * self.cfg.algorithm.max_oversample + 1e-9)
         groups = self._generate(step, 0, wanted)
-        times = vars(self.worker.times).copy()
+        times = {**vars(self.worker.times), "screen": self._screen_s}
         while (short := wanted - sum(not g.zero_variance for g in groups)) > 0 and len(groups) < budget:
             groups += self._generate(step, len(groups), min(short, budget - len(groups)))
-            times = {k: v + getattr(self.worker.times, k) for k, v in times.items()}
+            times = {k: v + (self._screen_s if k == "screen" else getattr(self.worker.times, k)) for k, v in times.items()}
         self._metrics = {"time/generate": times["generate"], "time/environment": times["environment"], "time/score": times["score"],
                          "rollout/oversample": len(groups) / wanted, **lineage(groups, self.worker.version), **self.problems.metrics()}
+        if self.screen is not None:
+            self._metrics |= {"time/screen": times["screen"], **self.screen.metrics()}
         return groups
 
     def _generate(self, step: int, first: int, count: int) -> list[ScoredGroup]:
-        problems = self.problems.take(count)
+        problems = self._take(count)
         groups = stamp(self.worker.rollout(problems, step_sampling(self.cfg, step, first, len(problems))), step, first)
         self.problems.observe(groups)
+        if self.screen is not None:
+            self.screen.observe(groups)
         return groups
+
+    def _take(self, count: int) -> list[Problem]:
+        """``count`` problems from the stream; with a screen, the ``count`` it keeps of ``candidates`` times as many."""
+        self._screen_s = 0.0
+        if self.screen is None:
+            return self.problems.take(count)
+        began = time.perf_counter()
+        pool = self.problems.take(count * self.screen.candidates)
+        keep = set(self.screen.choose(pool, count))
+        self.problems.release([p for i, p in enumerate(pool) if i not in keep])
+        self._screen_s = time.perf_counter() - began
+        return [p for i, p in enumerate(pool) if i in keep]
 
     def publish(self, version: int, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         self.worker.load_weights(version, weights)
@@ -124,10 +143,12 @@ class LocalRollouts:
         return dict(self._metrics)
 
     def state_dict(self) -> dict:
-        return {"problems": self.problems.state_dict()}
+        return {"problems": self.problems.state_dict(), **({"screen": self.screen.state_dict()} if self.screen else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.problems.load_state_dict(state["problems"])
+        if self.screen is not None and "screen" in state:
+            self.screen.load_state_dict(state["screen"])
 
     def close(self) -> None:
         self.worker.close()

@@ -74,6 +74,9 @@ class ProblemStream:
     def observe(self, groups) -> None:
         """A plain stream does not adapt to scores (see :class:`CurriculumStream`)."""
 
+    def release(self, problems) -> None:
+        """Problems taken but not posed (a screen passed them over): a plain stream's are simply skipped."""
+
     def metrics(self) -> dict[str, float]:
         return {}
 

@@ -138,6 +138,13 @@ class CurriculumStream:
         self.taken[arm] = self.taken.get(arm, 0) + 1
         return next(self._streams[arm])
 
+    def release(self, problems: list[Problem]) -> None:
+        """Problems taken but not posed (a screen passed them over): replayed ones go back to the buffer, fresh ones are skipped."""
+        for problem in problems:
+            posed = self.posed.pop((problem.task, problem.id), None)
+            if posed is not None:
+                self.buffer = [*self.buffer, (problem, posed - 1)][-REPLAY_BUFFER:]
+
     def observe(self, groups: list[ScoredGroup]) -> None:
         """Scored groups of problems this stream gave out, in any order."""
         for group in groups:

@@ -144,3 +144,16 @@ def test_replay_poses_again_problems_whose_groups_split_at_most_replay_uses_time
     resumed = fresh()
     resumed.load_state_dict(state)
     assert resumed.buffer and all(informative(p) for p, _ in resumed.buffer)
+
+
+def test_a_replayed_problem_the_screen_passes_over_goes_back_to_the_buffer():
+    tasks = (Component("sums", ArithmeticTask(2, ("+",), eval_size=3)),)
+    stream = CurriculumStream(tasks, Uniform([c.entry() for c in tasks]), seed=0, replay=0.99, replay_uses=3)
+    first = stream.take(2)
+    stream.observe([scored(p, [1.0, 0.0]) for p in first])
+    assert len(stream.buffer) == 2
+    again = stream.take(2)
+    assert {p.id for p in again} == {p.id for p in first} and not stream.buffer
+    stream.release(again)
+    assert sorted(p.id for p, _ in stream.buffer) == sorted(p.id for p in first) and all(n == 1 for _, n in stream.buffer)
+    assert not stream.posed
