@@ -1,28 +1,27 @@
 """Screening prompts before paying for their rollouts: a probe on the policy's own reading of a prompt
-predicts whether its group will split (its samples' rewards differ), and a step generates the
-candidates likeliest to.
+predicts how much its group's rewards will spread, and a step generates the candidates it rates highest.
 
 GRPO learns nothing from a group whose rewards all agree, and on a procedural mixture the embedded
 model either always or never solves most prompts: about half of all groups agree, however a
 curriculum weighs the tasks (README: curricula). Dynamic sampling pays to generate such a group and
-then drops it. The screen pays one forward pass over the prompt instead (no sampling, nothing
-decoded): with ``task.curriculum.screen: C`` the stream offers C candidates per prompt wanted, and the
-screen keeps the ones its probe scores highest.
+then drops it. The screen pays one forward pass over each candidate prompt instead (half the layers,
+no sampling, nothing decoded): with ``task.curriculum.screen: C`` the stream offers C candidates per
+prompt wanted, and the screen keeps the ones its probe rates highest.
 
-The probe is a logistic regression from the final hidden state at the prompt's last token, read
-from the policy being trained (so the features move with it), to whether the group split. It is
-fitted by L-BFGS with an L2 penalty to the most recent ``memory`` groups it chose, after every batch
-of groups it is shown. A prompt that is posed once (as every procedural prompt is) has no history
-to go on, so, unlike per-prompt estimators such as GRESO (Zheng et al. 2025, arXiv 2506.02177) or
-MoPPS (Qu et al. 2025, arXiv 2507.04632), it predicts from the prompt itself.
+The probe is a logistic regression from the hidden state at the prompt's last token, halfway up the
+policy being trained (so the features move with it), to the group's :func:`spread`: 4p(1 - p) for a
+share p of correct samples, the learnability curriculum's own measure, per prompt. It is fitted by
+L-BFGS with an L2 penalty to the most recent ``memory`` groups it chose, after every batch of groups
+it is shown. A prompt that is posed once (as every procedural prompt is) has no history to go on,
+so, unlike per-prompt estimators such as GRESO (Zheng et al. 2025, arXiv 2506.02177) or MoPPS (Qu et
+al. 2025, arXiv 2507.04632), it predicts from the prompt itself.
 
 Until the probe has seen ``warmup`` groups the screen keeps the stream's first candidates. After
 that a share ``explore`` of every choice is drawn at random from the candidates: those groups keep
 the probe's training data from collapsing onto what it already likes, and their split rate is the
 unscreened baseline the screened choices are logged against (``screen/split_screened`` against
-``screen/split_random``).
+``screen/split_random``: the share of groups whose rewards were not all equal).
 """
-
 from __future__ import annotations
 
 import random
@@ -35,7 +34,8 @@ from hone.runtime import autocast, device_of
 
 
 class SplitProbe:
-    """Logistic regression, refitted on demand, over a window of (features, split) examples.
+    """Logistic regression, refitted on demand, over a window of (features, outcome) examples; an outcome is
+    in [0, 1] (1: the group split evenly; see :func:`spread`) and the fit is the cross-entropy against it.
 
     Features are standardised by the window's own mean and spread before fitting, so the penalty
     ``l2`` (on the mean log-loss) means the same whatever the hidden size.
@@ -44,7 +44,7 @@ class SplitProbe:
     def __init__(self, memory: int = 512, l2: float = 0.01):
         self.memory, self.l2 = memory, l2
         self.x: list[torch.Tensor] = []  # each [D]
-        self.y: list[float] = []  # 1.0 where the group split
+        self.y: list[float] = []  # each group's spread, in [0, 1]
         self.w: torch.Tensor | None = None  # [D], on standardised features
         self.b = torch.zeros(())
         self.mean = self.scale = None  # [D] each
@@ -52,10 +52,10 @@ class SplitProbe:
     def __len__(self) -> int:
         return len(self.y)
 
-    def add(self, features: torch.Tensor, split: Sequence[bool]) -> None:
-        """Examples ``features`` [N, D] with their outcomes; only the latest ``memory`` are kept."""
+    def add(self, features: torch.Tensor, outcomes: Sequence[float]) -> None:
+        """Examples ``features`` [N, D] with their outcomes in [0, 1]; only the latest ``memory`` are kept."""
         self.x = [*self.x, *features.float().cpu()][-self.memory:]
-        self.y = [*self.y, *(float(s) for s in split)][-self.memory:]
+        self.y = [*self.y, *(float(s) for s in outcomes)][-self.memory:]
 
     def fit(self) -> None:
         x, y = torch.stack(self.x), torch.tensor(self.y)
@@ -76,7 +76,7 @@ class SplitProbe:
         self.w, self.b = w.detach(), b.detach()
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
-        """The chance each of ``features`` [N, D] splits its group, [N]."""
+        """The predicted outcome of each of ``features`` [N, D], [N]."""
         assert self.w is not None, "fit() before predict()"
         return torch.sigmoid((features.float().cpu() - self.mean) / self.scale @ self.w + self.b)
 
@@ -88,6 +88,18 @@ class SplitProbe:
         self.w = None
         if self.y:
             self.fit()
+
+
+def spread(group: ScoredGroup) -> float:
+    """What the probe learns to predict: four times the variance of the group's scores, capped at 1. With scores
+    in [0, 1] this is 1 for an even split of 0s and 1s, 4p(1 - p) for a share p of 1s, and near 0 for scores that
+    barely differ (a partial-credit scorer's 0.1 against 0.2), which teach little: it is the learnability
+    curriculum's p(1 - p), per prompt (README: curricula)."""
+    scores = [r for r in group.rewards if r is not None]
+    if len(scores) < 2:
+        return 0.0
+    mean = sum(scores) / len(scores)
+    return min(1.0, 4 * sum((s - mean) ** 2 for s in scores) / len(scores))
 
 
 class PolicyFeatures:
@@ -174,13 +186,12 @@ class Screen:
 
     def observe(self, groups: Sequence[ScoredGroup]) -> None:
         """Scored groups of chosen problems; the probe is refitted on them once there are ``warmup``."""
-        new = [(self.pending.pop((g.problem.task, g.problem.id)), not g.zero_variance) for g in groups
-               if (g.problem.task, g.problem.id) in self.pending]
+        new = [(self.pending.pop((g.problem.task, g.problem.id)), g) for g in groups if (g.problem.task, g.problem.id) in self.pending]
         if not new:
             return
-        for (_, at_random), split in new:
-            self._seen["random" if at_random or self.probe.w is None else "screened"].append(float(split))
-        self.probe.add(torch.stack([f for (f, _), _ in new]), [s for _, s in new])
+        for (_, at_random), group in new:
+            self._seen["random" if at_random or self.probe.w is None else "screened"].append(float(not group.zero_variance))
+        self.probe.add(torch.stack([f for (f, _), _ in new]), [spread(g) for _, g in new])
         if len(self.probe) >= self.warmup:
             self.probe.fit()
 

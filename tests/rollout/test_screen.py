@@ -7,8 +7,7 @@ import torch
 
 from hone.config import ConfigError, load_config
 from hone.data.records import Problem, ScoredGroup, Trajectory
-from hone.data.tasks import ArithmeticTask, Component, CurriculumStream, ProblemStream
-from hone.data.curriculum import Uniform
+from hone.data.tasks import ArithmeticTask, ProblemStream
 from hone.rollout.screen import PolicyFeatures, Screen, SplitProbe
 from hone.rollout.source import LocalRollouts
 from tests.rollout.test_source import FakeWorker
@@ -138,19 +137,6 @@ def test_local_rollouts_generate_only_what_the_screen_keeps_and_log_it():
     assert set(source.state_dict()) == {"problems", "screen"}
 
 
-def test_a_replayed_problem_the_screen_passes_over_goes_back_to_the_buffer():
-    stream = CurriculumStream((Component("sums", ArithmeticTask(2, ("+",), eval_size=3)),), Uniform([Component("sums", ArithmeticTask(2, ("+",), eval_size=3)).entry()]),
-                              seed=0, replay=0.99, replay_uses=3)
-    first = stream.take(2)
-    stream.observe([group(p, True) for p in first])
-    assert len(stream.buffer) == 2
-    again = stream.take(2)
-    assert {p.id for p in again} == {p.id for p in first} and not stream.buffer
-    stream.release(again)
-    assert sorted(p.id for p, _ in stream.buffer) == sorted(p.id for p in first) and all(n == 1 for _, n in stream.buffer)
-    assert not stream.posed
-
-
 def test_the_screen_is_checked_in_the_config():
     with pytest.raises(ConfigError, match="task.curriculum.screen: must be >= 1, got 0"):
         load_config(None, ["task.curriculum.screen=0"])
@@ -158,3 +144,23 @@ def test_the_screen_is_checked_in_the_config():
         load_config(None, ["task.curriculum.screen=4", "distributed.backend=ray"])
     with pytest.raises(ConfigError, match="task.curriculum.screen_memory: must be at least screen_warmup \\(32\\), got 8"):
         load_config(None, ["task.curriculum.screen_memory=8"])
+
+
+def test_spread_is_four_times_the_variance_of_the_scores_capped_at_one():
+    from hone.rollout.screen import spread
+
+    def of(rewards):
+        g = group(problem(0), False)
+        g.rollouts = [_scored(r) for r in rewards]
+        return spread(g)
+
+    assert of([1.0, 0.0, 0.0, 0.0]) == pytest.approx(0.75)  # mean 1/4; variance (9/16 + 3/16) / 4 = 3/16; x4 = 4 * 1/4 * 3/4
+    assert of([1.0, 0.0]) == 1.0 and of([1.0, 1.0]) == 0.0
+    assert of([0.1, 0.2]) == pytest.approx(0.01)  # a partial-credit scorer's near-miss teaches little
+    assert of([5.0, -5.0]) == 1.0 and of([None, 1.0]) == 0.0
+
+
+def _scored(reward):
+    t = Trajectory.single_turn(problem(0), [1], [2], "x", [0.0], "stop")
+    t.reward = reward
+    return t
