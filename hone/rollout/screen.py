@@ -157,8 +157,8 @@ def decoder_layers(model) -> torch.nn.ModuleList:
 
 
 class Screen:
-    """Keeps ``n`` of a pool of candidate problems: the ones the probe thinks likeliest to split, and a
-    random ``explore`` share. ``observe`` teaches the probe from the groups the kept problems made."""
+    """Keeps ``n`` of a pool of candidate problems: the ones the probe rates highest, and a random ``explore``
+    share. ``observe`` teaches the probe from the groups the kept problems made."""
 
     def __init__(self, features: Callable[[Sequence[Problem]], torch.Tensor], candidates: int, *, explore: float = 0.25,
                  memory: int = 512, warmup: int = 32, seed: int = 0):
@@ -181,7 +181,7 @@ class Screen:
             chosen = sorted([*random_, *rest[:n - len(random_)]])
             self._seen["predicted"] += [float(p[i]) for i in chosen if i not in random_]
         for i in chosen:
-            self.pending[(pool[i].task, pool[i].id)] = (features[i], i in random_)
+            self.pending[(pool[i].task, pool[i].id)] = (features[i].clone(), i in random_)  # a row of its own, not a view of the pool's
         return chosen
 
     def observe(self, groups: Sequence[ScoredGroup]) -> None:

@@ -92,9 +92,10 @@ class LocalRollouts:
         self.cfg = cfg
         self.worker = worker
         self.problems = problems
-        self.screen = screen  # keeps, of several candidate problems per prompt, the likeliest to split their group
+        self.screen = screen  # keeps, of several candidate problems per prompt, the ones it rates likeliest to teach
         self.tokenizer = worker.tokenizer
         self._metrics: dict[str, float] = {}
+        self._screen_s = 0.0  # the step's time spent screening
 
     def collect(self, step: int) -> list[ScoredGroup]:
         """The step's groups; with ``algorithm.max_oversample`` above 1, groups whose rewards all agree are
@@ -102,15 +103,16 @@ class LocalRollouts:
         ``prompts_per_step`` prompts, so a step always ends (with fewer informative groups if it must)."""
         wanted = self.cfg.rollout.prompts_per_step
         budget = int(wanted * self.cfg.algorithm.max_oversample + 1e-9)
+        self._screen_s = 0.0
         groups = self._generate(step, 0, wanted)
-        times = {**vars(self.worker.times), "screen": self._screen_s}
+        times = vars(self.worker.times).copy()
         while (short := wanted - sum(not g.zero_variance for g in groups)) > 0 and len(groups) < budget:
             groups += self._generate(step, len(groups), min(short, budget - len(groups)))
-            times = {k: v + (self._screen_s if k == "screen" else getattr(self.worker.times, k)) for k, v in times.items()}
+            times = {k: v + getattr(self.worker.times, k) for k, v in times.items()}
         self._metrics = {"time/generate": times["generate"], "time/environment": times["environment"], "time/score": times["score"],
                          "rollout/oversample": len(groups) / wanted, **lineage(groups, self.worker.version), **self.problems.metrics()}
         if self.screen is not None:
-            self._metrics |= {"time/screen": times["screen"], **self.screen.metrics()}
+            self._metrics |= {"time/screen": self._screen_s, **self.screen.metrics()}
         return groups
 
     def _generate(self, step: int, first: int, count: int) -> list[ScoredGroup]:
@@ -123,14 +125,13 @@ class LocalRollouts:
 
     def _take(self, count: int) -> list[Problem]:
         """``count`` problems from the stream; with a screen, the ``count`` it keeps of ``candidates`` times as many."""
-        self._screen_s = 0.0
         if self.screen is None:
             return self.problems.take(count)
         began = time.perf_counter()
         pool = self.problems.take(count * self.screen.candidates)
         keep = set(self.screen.choose(pool, count))
         self.problems.release([p for i, p in enumerate(pool) if i not in keep])
-        self._screen_s = time.perf_counter() - began
+        self._screen_s += time.perf_counter() - began
         return [p for i, p in enumerate(pool) if i in keep]
 
     def publish(self, version: int, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
