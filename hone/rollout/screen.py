@@ -170,11 +170,12 @@ class Screen:
 
     def choose(self, pool: Sequence[Problem], n: int) -> list[int]:
         """Indices of the ``n`` problems of ``pool`` to generate, in pool order."""
-        features = self.features(pool)
         if self.probe.w is None or len(pool) <= n:  # not enough groups seen yet to fit, or no choice: the stream's own order
             chosen = list(range(min(n, len(pool))))
             random_ = set(chosen)
+            features = self.features([pool[i] for i in chosen])  # only the kept ones need reading
         else:
+            features = self.features(pool)
             random_ = set(self.rng.sample(range(len(pool)), round(self.explore * n)))
             p = self.probe.predict(features)
             rest = sorted((i for i in range(len(pool)) if i not in random_), key=lambda i: -float(p[i]))
