@@ -44,6 +44,7 @@ class CurriculumConfig:
     screen_explore: float = 0.25  # screen: share of each step's prompts drawn at random from the candidates (keeps the probe honest, and is its baseline)
     screen_memory: int = 512  # screen: the probe is fitted to this many most recent groups
     screen_warmup: int = 32  # screen: groups seen before the probe is first fitted (until then, the stream's own order)
+    screen_per_task: bool = False  # screen: choose within each task's share of the candidates (the curriculum's task shares stand); false: the best of the whole pool
 
     def __post_init__(self) -> None:
         _coerce(self)

@@ -1,9 +1,10 @@
 """Screening prompts before paying for their rollouts: a probe on the policy's own reading of a prompt
 predicts how much its group's rewards will spread, and a step generates the candidates it rates highest.
 
-GRPO learns nothing from a group whose rewards all agree, and on a procedural mixture the embedded
-model either always or never solves most prompts: about half of all groups agree, however a
-curriculum weighs the tasks (README: curricula). Dynamic sampling pays to generate such a group and
+GRPO learns nothing from a group whose rewards all agree, and on a procedural mixture about half of
+the embedded model's groups agree, however a curriculum weighs the tasks (README: curricula). Where a
+task's prompts differ in how often they are solved (``examples/task_spread.py`` measures it), a
+choice of prompt can find the ones that split. Dynamic sampling pays to generate such a group and
 then drops it. The screen pays one forward pass over each candidate prompt instead (half the layers,
 no sampling, nothing decoded): with ``task.curriculum.screen: C`` the stream offers C candidates per
 prompt wanted, and the screen keeps the ones its probe rates highest.
@@ -161,8 +162,9 @@ class Screen:
     share. ``observe`` teaches the probe from the groups the kept problems made."""
 
     def __init__(self, features: Callable[[Sequence[Problem]], torch.Tensor], candidates: int, *, explore: float = 0.25,
-                 memory: int = 512, warmup: int = 32, seed: int = 0):
+                 memory: int = 512, warmup: int = 32, per_task: bool = False, seed: int = 0):
         self.features, self.candidates, self.explore, self.warmup = features, candidates, explore, warmup
+        self.per_task = per_task  # keep each task's share of the pool and choose within it, so the curriculum's task shares stand
         self.probe = SplitProbe(memory)
         self.rng = random.Random(f"screen:{seed}")
         self.pending: dict[tuple[str, str], tuple[torch.Tensor, bool]] = {}  # (task, id) -> (features, drawn at random)
@@ -179,11 +181,40 @@ class Screen:
             random_ = set(self.rng.sample(range(len(pool)), round(self.explore * n)))
             p = self.probe.predict(features)
             rest = sorted((i for i in range(len(pool)) if i not in random_), key=lambda i: -float(p[i]))
-            chosen = sorted([*random_, *rest[:n - len(random_)]])
+            chosen = sorted([*random_, *(self._per_task(pool, n, random_, rest) if self.per_task else rest[:n - len(random_)])])
             self._seen["predicted"] += [float(p[i]) for i in chosen if i not in random_]
         for i in chosen:
             self.pending[(pool[i].task, pool[i].id)] = (features[i].clone(), i in random_)  # a row of its own, not a view of the pool's
         return chosen
+
+    @staticmethod
+    def _per_task(pool: Sequence[Problem], n: int, random_: set[int], rest: list[int]) -> list[int]:
+        """The best of ``rest`` (ranked) task by task: each task keeps its share of ``n`` by its count in ``pool``
+        (largest remainders, ties to the task met first), less what the random draw already gave it; slots a
+        task cannot fill go to the best that are left of any task.
+
+        >>> pool = [Problem(id=str(i), messages=(), answer="", task="ab"[i % 2]) for i in range(8)]  # a, b, a, b, ...
+        >>> Screen._per_task(pool, 4, {0}, [2, 4, 6, 1, 3, 5, 7])  # a's share is 2, one of them drawn at random
+        [2, 1, 3]
+        """
+        count: dict[str, int] = {}
+        for problem in pool:
+            count[problem.task] = count.get(problem.task, 0) + 1
+        exact = {task: n * c / len(pool) for task, c in count.items()}
+        quota = {task: int(e) for task, e in exact.items()}
+        for task in sorted(exact, key=lambda t: -(exact[t] - quota[t]))[:n - sum(quota.values())]:
+            quota[task] += 1
+        for i in random_:
+            quota[pool[i].task] -= 1
+        want = n - len(random_)
+        kept = []
+        for i in rest:
+            if quota[pool[i].task] > 0:
+                quota[pool[i].task] -= 1
+                kept.append(i)
+        kept = kept[:want]  # a task the random draw over-served left the others more quota than slots: best first
+        taken = set(kept)
+        return kept + [i for i in rest if i not in taken][:want - len(kept)]
 
     def observe(self, groups: Sequence[ScoredGroup]) -> None:
         """Scored groups of chosen problems; the probe is refitted on them once there are ``warmup``."""
@@ -224,4 +255,4 @@ def make_screen(cfg, policy, env) -> Screen | None:
     if c.screen == 1:
         return None
     return Screen(PolicyFeatures(policy, env.prompt_ids, bf16=cfg.train.bf16), c.screen, explore=c.screen_explore, memory=c.screen_memory,
-                  warmup=c.screen_warmup, seed=cfg.train.seed)
+                  warmup=c.screen_warmup, per_task=c.screen_per_task, seed=cfg.train.seed)

@@ -46,10 +46,17 @@ def test_the_penalty_pulls_towards_even_odds_and_memory_keeps_the_latest():
     assert probe.y == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # the three oldest (all splits) gone
 
 
-def separable_screen(explore: float, warmup: int = 16) -> Screen:
+def separable_screen(explore: float, warmup: int = 16, per_task: bool = False) -> Screen:
     # a prompt's feature is its number; prompts numbered at least 50 split their groups
     features = lambda problems: torch.tensor([[float(p.id)] for p in problems])  # noqa: E731
-    return Screen(features, 4, explore=explore, memory=64, warmup=warmup, seed=0)
+    return Screen(features, 4, explore=explore, memory=64, warmup=warmup, per_task=per_task, seed=0)
+
+
+def trained(screen: Screen) -> Screen:
+    for start in range(0, 100, 7):
+        chosen = [problem(i) for i in range(start, start + 7)]
+        screen.observe([group(p, int(p.id) >= 50) for p in [chosen[i] for i in screen.choose(chosen, 7)]])
+    return screen
 
 
 def test_before_warmup_the_stream_order_is_kept_and_after_it_the_likeliest_to_split_are_chosen():
@@ -91,7 +98,24 @@ def test_an_explore_share_is_drawn_at_random_and_logged_as_the_baseline():
     assert metrics["screen/split_screened"] > 0.8 > 0.3 > metrics["screen/split_random"]  # 4 of 44 split: 0.09 at random
 
 
+def test_per_task_the_screen_keeps_each_tasks_share_of_the_pool_and_picks_its_best():
+    # the probe rates higher numbers likelier to split; 6 candidates of task "a" (0-50) and 2 of "b" (90, 95); keep 4
+    pool = [problem(i, "a") for i in range(0, 60, 10)] + [problem(90, "b"), problem(95, "b")]
+    assert [pool[i].id for i in trained(separable_screen(explore=0.0)).choose(pool, 4)] == ["40", "50", "90", "95"]
+    # per task: a's share is 4 x 6/8 = 3 (its best three), b's is 1 (its best)
+    assert [pool[i].id for i in trained(separable_screen(explore=0.0, per_task=True)).choose(pool, 4)] == ["30", "40", "50", "95"]
+
+
+def test_per_task_slots_a_random_draw_over_serves_go_to_the_best_of_the_rest():
+    pool = [problem(i, "ab"[i % 2]) for i in range(8)]  # a: 0, 2, 4, 6; b: 1, 3, 5, 7; shares 2 and 2
+    # three random draws from a: b's quota (2) is more than the one slot left, so b's best takes it
+    assert Screen._per_task(pool, 4, {0, 2, 4}, [7, 6, 5, 3, 1]) == [7]
+    # one random draw from b: a fills its 2 (6, 4), b its 1 left (7), best first
+    assert Screen._per_task(pool, 4, {1}, [7, 6, 5, 4, 3, 2, 0]) == [7, 6, 4]
+
+
 def test_the_screen_resumes_with_the_same_probe_and_draws():
+
     screen = separable_screen(explore=0.5, warmup=4)
     for start in range(0, 100, 4):
         chosen = [problem(i) for i in range(start, start + 4)]
