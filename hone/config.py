@@ -266,7 +266,8 @@ class TrainConfig:
     betas: tuple[float, ...] = (0.9, 0.999)  # AdamW (beta1, beta2)
     warmup_steps: int = 0  # linear learning-rate warmup, in training steps (each may take several optimizer steps); the policy's counts from the end of critic.warmup_steps
     max_grad_norm: float = 1.0  # gradient norm clip
-    micro_batch_size: int = 16  # sequences per forward/backward; gradients accumulate across them
+    micro_batch_size: int = 64  # at most this many sequences per forward/backward; gradients accumulate across micro-batches
+    micro_batch_tokens: int | None = 4096  # and at most this many packed tokens (each prompt once, plus its completions; whole groups together); null: rows only
     bf16: bool = True  # bfloat16 autocast (also on CPU)
     seed: int = 0  # seeds torch, sampling and prompt order
     threads: int | None = None  # torch CPU threads; None uses all cores
@@ -281,7 +282,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _coerce(self)
-        _at_least(self, steps=1, weight_decay=0, warmup_steps=0, micro_batch_size=1, threads=1, nonfinite_limit=1)
+        _at_least(self, steps=1, weight_decay=0, warmup_steps=0, micro_batch_size=1, micro_batch_tokens=1, threads=1, nonfinite_limit=1)
         _above(self, lr=0, max_grad_norm=0, time_limit_s=0)
         ok = len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)
         _require(ok, "betas", "must be two numbers [beta1, beta2], each in [0, 1)", self.betas)

@@ -168,7 +168,7 @@ def test_later_overrides_win():
 def test_unknown_key_suggests_the_closest():
     assert _override_error("train.lrr=1e-5") == (
         "unknown config key 'train.lrr'; did you mean 'train.lr'? expected one of: "
-        "betas, bf16, compile, device, keep_freed_memory, lora, lr, max_grad_norm, micro_batch_size, nonfinite_limit, resume, seed, skip_zero_advantage, steps, threads, time_limit_s, warmup_steps, weight_decay"
+        "betas, bf16, compile, device, keep_freed_memory, lora, lr, max_grad_norm, micro_batch_size, micro_batch_tokens, nonfinite_limit, resume, seed, skip_zero_advantage, steps, threads, time_limit_s, warmup_steps, weight_decay"
     )
 
 

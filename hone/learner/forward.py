@@ -144,36 +144,76 @@ def completion_logprobs(model, batch: TrainBatch, *, bf16: bool = False, entropy
     return out.logprobs, out.entropy
 
 
-def micro_batches(batch: TrainBatch, size: int):
-    """``(rows, micro)`` pairs covering ``batch`` in micro-batches of ``size`` rows, padding trimmed.
+def micro_batches(batch: TrainBatch, size: int, tokens: int | None = None):
+    """``(rows, micro)`` pairs covering ``batch`` in micro-batches of at most ``size`` rows and, with ``tokens``,
+    at most ``tokens`` packed tokens (each prompt counted once, plus its completions), padding trimmed.
 
-    Rows that share a prompt stay together (so the packed forward runs each prompt once) and groups
-    go in order of their longest row (so a micro-batch of short rows pads only to its own length).
+    Groups (rows that share a prompt) go in order of their longest row, so a micro-batch of short rows
+    pads only to its own length, and a group goes into a micro-batch whole, so the packed forward runs
+    each prompt once; only a group that alone exceeds a limit is split by rows. A row longer than
+    ``tokens`` goes alone. A budget in tokens rather than rows keeps micro-batches large where
+    completions are short (fewer per-micro-batch weight casts and passes over the weights) and memory
+    bounded where they are long.
     """
     if not len(batch):
         return
     _, group = _prompt_groups(batch)
+    split = batch.input_ids.shape[1] - batch.completion_length
+    prompt, completion = batch.attention_mask[:, :split].sum(1).tolist(), batch.attention_mask[:, split:].sum(1).tolist()
     longest = torch.zeros(int(group.max()) + 1, dtype=torch.long).scatter_reduce(0, group, batch.attention_mask.sum(1), "amax")
-    order = torch.argsort(longest[group] * len(batch) + group, stable=True)
-    for start in range(0, len(batch), size):
-        rows = order[start : start + size]
-        yield rows, batch.select(rows).trimmed()
+    order = torch.argsort(longest[group] * len(batch) + group, stable=True).tolist()
+    budget = tokens if tokens is not None else float("inf")
+    rows: list[int] = []
+    used, prompts_in = 0, set()
+    for members in _runs(order, group.tolist()):
+        g = int(group[members[0]])
+        whole = prompt[members[0]] + sum(completion[r] for r in members)
+        if rows and (len(rows) + len(members) > size or used + whole > budget):
+            yield _micro(batch, rows)
+            rows, used, prompts_in = [], 0, set()
+        for r in members:
+            cost = completion[r] + (0 if g in prompts_in else prompt[r])
+            if rows and (len(rows) + 1 > size or used + cost > budget):  # a group too big for one micro-batch
+                yield _micro(batch, rows)
+                rows, used, prompts_in = [], 0, set()
+                cost = completion[r] + prompt[r]
+            rows.append(r)
+            used += cost
+            prompts_in.add(g)
+    yield _micro(batch, rows)
+
+
+def _runs(order: list[int], group: list[int]) -> list[list[int]]:
+    """``order`` cut into runs of consecutive rows of the same group."""
+    runs: list[list[int]] = []
+    for r in order:
+        if runs and group[runs[-1][0]] == group[r]:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return runs
+
+
+def _micro(batch: TrainBatch, rows: list[int]) -> tuple[torch.Tensor, TrainBatch]:
+    index = torch.tensor(rows, dtype=torch.long)
+    return index, batch.select(index).trimmed()
 
 
 @torch.no_grad()
-def logprobs_no_grad(model, batch: TrainBatch, micro_batch_size: int, bf16: bool) -> torch.Tensor:
+def logprobs_no_grad(model, batch: TrainBatch, micro_batch_size: int, bf16: bool, micro_batch_tokens: int | None = None) -> torch.Tensor:
     """``completion_logprobs`` over a whole batch in micro-batches, without a graph."""
     out = torch.zeros(batch.completion_mask.shape)
-    for rows, micro in micro_batches(batch, micro_batch_size):
+    for rows, micro in micro_batches(batch, micro_batch_size, micro_batch_tokens):
         out[rows, : micro.completion_length] = completion_logprobs(model, micro, bf16=bf16)[0].cpu()
     return out
 
 
 @torch.no_grad()
-def values_no_grad(critic, policy, batch: TrainBatch, micro_batch_size: int, bf16: bool) -> torch.Tensor:
+def values_no_grad(critic, policy, batch: TrainBatch, micro_batch_size: int, bf16: bool,
+                   micro_batch_tokens: int | None = None) -> torch.Tensor:
     """The critic's ``(B, C)`` values over a whole batch in micro-batches, without a graph."""
     out = torch.zeros(batch.completion_mask.shape)
-    for rows, micro in micro_batches(batch, micro_batch_size):
+    for rows, micro in micro_batches(batch, micro_batch_size, micro_batch_tokens):
         hidden = policy_forward(policy, micro, bf16=bf16, hidden=True).hidden if critic.needs_hidden else None
         out[rows, : micro.completion_length] = critic.values(micro.to(device_of(critic)), hidden, bf16=bf16).cpu()
     return out

@@ -130,14 +130,19 @@ class Learner:
     def reference_logprobs(self, batch: TrainBatch) -> torch.Tensor:
         model, context = (self.policy, self.policy.disable_adapter()) if self.adapter_reference else (self.reference, nullcontext())
         with context:
-            return self._timed("reference", lambda: logprobs_no_grad(model, batch, self.cfg.train.micro_batch_size, self.cfg.train.bf16))
+            return self._timed("reference", lambda: logprobs_no_grad(model, batch, *self._micro))
 
     def policy_logprobs(self, batch: TrainBatch) -> torch.Tensor:
-        return self._timed("policy", lambda: logprobs_no_grad(self.policy, batch, self.cfg.train.micro_batch_size, self.cfg.train.bf16))
+        return self._timed("policy", lambda: logprobs_no_grad(self.policy, batch, *self._micro))
 
     def values(self, batch: TrainBatch) -> torch.Tensor:
+        return self._timed("values", lambda: values_no_grad(self.critic, self.policy, batch, *self._micro))
+
+    @property
+    def _micro(self) -> tuple[int, bool, int | None]:
+        """The no-grad forwards' ``(micro_batch_size, bf16, micro_batch_tokens)``."""
         train = self.cfg.train
-        return self._timed("values", lambda: values_no_grad(self.critic, self.policy, batch, train.micro_batch_size, train.bf16))
+        return train.micro_batch_size, train.bf16, train.micro_batch_tokens
 
     def _timed(self, name: str, fn):
         began = time.perf_counter()

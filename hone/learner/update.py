@@ -32,7 +32,7 @@ def policy_update(model, optimizer, batch: TrainBatch, algo, train, norm_len: fl
     """
     on_policy = algo.ppo_epochs == 1 and algo.mini_batches == 1
     if not on_policy and batch.old_logprobs is None:
-        batch.old_logprobs = logprobs_no_grad(model, batch, train.micro_batch_size, train.bf16)
+        batch.old_logprobs = logprobs_no_grad(model, batch, train.micro_batch_size, train.bf16, train.micro_batch_tokens)
     stats: dict[str, list[float]] = {}
     for _ in range(algo.ppo_epochs):
         order = torch.randperm(len(batch)) if not on_policy else torch.arange(len(batch))
@@ -62,7 +62,7 @@ def _optimizer_step(model, optimizer, mini: TrainBatch, algo, train, norm_len: f
     live_tokens = max(float(live.completion_mask.sum()), 1.0)  # the token share of metrics below is of the rows forwarded
     # the micro-batch losses are summed with the mini-batch's normalisers, so the order is free
     device = device_of(model)
-    for _, micro in micro_batches(live, train.micro_batch_size):
+    for _, micro in micro_batches(live, train.micro_batch_size, train.micro_batch_tokens):
         began = time.perf_counter()
         micro = micro.to(device)
         mask = micro.completion_mask

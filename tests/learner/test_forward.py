@@ -82,6 +82,23 @@ def test_micro_batches_keep_groups_together_and_cover_every_row_once():
     assert sorted(seen) == list(range(len(batch)))
 
 
+def test_a_token_budget_packs_whole_groups_and_splits_only_a_group_that_alone_exceeds_it():
+    """grouped_batch(): prompts of 3, 5 and 7 tokens, completions [1, 4, 1, 4], [2, 5, 2, 5], [3, 6, 3, 6]: packed
+    13, 19 and 25 tokens, in that order (by longest row)."""
+    batch = grouped_batch()
+
+    def sizes(size, tokens):
+        out = [(rows.tolist(), micro) for rows, micro in micro_batches(batch, size, tokens)]
+        assert sorted(r for rows, _ in out for r in rows) == list(range(12))  # every row once
+        return [len(rows) for rows, _ in out]
+
+    assert sizes(64, 32) == [8, 4]  # 13 + 19 fit exactly; 25 goes alone
+    assert sizes(64, 31) == [4, 4, 4]
+    assert sizes(64, 20) == [4, 4, 3, 1]  # the 25-token group: 7 + 3 + 6 + 3 = 19, then 7 + 6 alone
+    assert sizes(6, None) == [4, 4, 4]  # rows only: two groups of 4 would be 8 > 6
+    assert sizes(64, 1) == [1] * 12  # a row longer than the budget goes alone
+
+
 def test_logprobs_no_grad_puts_rows_back_in_place(tiny):
     batch = grouped_batch(groups=4, group_size=3, seed=3)
     with torch.no_grad():

@@ -16,7 +16,7 @@ PROBLEM = Problem("p", ({"role": "user", "content": "x"},), "0")
 GOLDEN = Path(__file__).parent / "fixtures" / "single_turn_golden.pt"
 ALGO = SimpleNamespace(policy_loss="ppo_clip", loss_agg="token-mean", clip_low=0.2, clip_high=0.28, dual_clip=None, tis_cap=None,
                        kl_coef=0.05, kl_in_reward=False, kl_estimator="k3", entropy_coef=0.0, ppo_epochs=1, mini_batches=1)
-TRAIN = SimpleNamespace(micro_batch_size=5, bf16=False, max_grad_norm=1e9, skip_zero_advantage=True)
+TRAIN = SimpleNamespace(micro_batch_size=5, micro_batch_tokens=None, bf16=False, max_grad_norm=1e9, skip_zero_advantage=True)
 
 
 def grads(model, batch, algo=ALGO):

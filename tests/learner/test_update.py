@@ -18,7 +18,7 @@ def algo(**overrides):
 
 
 def train(micro_batch_size=8, skip_zero_advantage=True):
-    return SimpleNamespace(micro_batch_size=micro_batch_size, bf16=False, max_grad_norm=1e9, skip_zero_advantage=skip_zero_advantage)
+    return SimpleNamespace(micro_batch_size=micro_batch_size, micro_batch_tokens=None, bf16=False, max_grad_norm=1e9, skip_zero_advantage=skip_zero_advantage)
 
 
 def make_batch(model, n=6, seed=0):
@@ -130,7 +130,7 @@ def test_bf16_log_probs_and_gradients_stay_close_to_fp32(tiny):
     gap = (fp32 - bf16).abs()[mask]
     assert gap.max() < 0.01 and gap.mean() < 0.003
     g32, _ = grads_after_update(tiny, batch, algo(), train())
-    g16, _ = grads_after_update(tiny, batch, algo(), SimpleNamespace(micro_batch_size=8, bf16=True, max_grad_norm=1e9, skip_zero_advantage=True))
+    g16, _ = grads_after_update(tiny, batch, algo(), SimpleNamespace(micro_batch_size=8, micro_batch_tokens=None, bf16=True, max_grad_norm=1e9, skip_zero_advantage=True))
     flat32 = torch.cat([g.flatten() for g in g32.values()])
     flat16 = torch.cat([g16[n].flatten() for n in g32])
     assert torch.nn.functional.cosine_similarity(flat32, flat16, dim=0) > 0.999
