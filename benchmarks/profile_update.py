@@ -141,7 +141,7 @@ def main() -> None:
     calls = {c: runs[0][3].get(c, 0) for c in categories}
     print(f"cpu: {cpu_description()}; torch {torch.__version__}; {torch.get_num_threads()} threads")
     print(f"update: {len(batch)} rows, completions {int(batch.completion_mask.sum(1).min())}..{batch.completion_length} tokens "
-          f"({int(batch.completion_mask.sum())} in all), micro-batch {cfg.train.micro_batch_size}, bf16 {cfg.train.bf16}, eager")
+          f"({int(batch.completion_mask.sum())} in all), micro-batches of <= {cfg.train.micro_batch_size} rows and {cfg.train.micro_batch_tokens} tokens, bf16 {cfg.train.bf16}, eager")
     print(f"update wall time: {statistics.median(plain):.2f} s unprofiled, {wall:.2f} s profiled "
           f"(ops account for {sum(seconds.values()):.2f} s; the rest is Python and the timer)")
     print(f"{'category':48s} {'s':>7s} {'share':>6s} {'calls':>6s} {'GFLOP':>8s} {'GFLOP/s':>8s}")

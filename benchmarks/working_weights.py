@@ -6,7 +6,7 @@ Under bf16 autocast every linear layer casts its fp32 weight to bf16 in each mic
 and the backward casts the weight's gradient back. Keeping the linear weights in bf16 (fp32 master
 weights would live in the optimizer) saves those casts; the numbers are the same, as autocast rounds
 the same fp32 weight the same way. This times, in one process and alternating, the update's forward
-and backward (micro-batches of 16 and 32 rows) and the reference's no-grad forward (micro-batches of
+and backward (micro-batches of 16, 32 and 64 rows) and the reference's no-grad forward (micro-batches of
 16 and 64) with each kind of weight, on the batch of ``benchmarks.profile_update``, and checks that
 the log-probs agree. Nothing here is a test; the figures depend on the machine.
 """
