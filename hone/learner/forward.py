@@ -11,6 +11,7 @@ attention is computed per segment, only where the mask lets a token see (``hone.
 
 from __future__ import annotations
 
+from itertools import groupby
 from typing import NamedTuple
 
 import torch
@@ -164,34 +165,22 @@ def micro_batches(batch: TrainBatch, size: int, tokens: int | None = None):
     order = torch.argsort(longest[group] * len(batch) + group, stable=True).tolist()
     budget = tokens if tokens is not None else float("inf")
     rows: list[int] = []
-    used, prompts_in = 0, set()
-    for members in _runs(order, group.tolist()):
-        g = int(group[members[0]])
+    used = 0
+    for _, run in groupby(order, key=group.tolist().__getitem__):  # groups are contiguous in ``order``
+        members = list(run)
         whole = prompt[members[0]] + sum(completion[r] for r in members)
         if rows and (len(rows) + len(members) > size or used + whole > budget):
             yield _micro(batch, rows)
-            rows, used, prompts_in = [], 0, set()
+            rows, used = [], 0
+        prompt_in = False  # whether this group's prompt is counted in the current micro-batch
         for r in members:
-            cost = completion[r] + (0 if g in prompts_in else prompt[r])
+            cost = completion[r] + (0 if prompt_in else prompt[r])
             if rows and (len(rows) + 1 > size or used + cost > budget):  # a group too big for one micro-batch
                 yield _micro(batch, rows)
-                rows, used, prompts_in = [], 0, set()
-                cost = completion[r] + prompt[r]
+                rows, used, cost = [], 0, completion[r] + prompt[r]
             rows.append(r)
-            used += cost
-            prompts_in.add(g)
+            used, prompt_in = used + cost, True
     yield _micro(batch, rows)
-
-
-def _runs(order: list[int], group: list[int]) -> list[list[int]]:
-    """``order`` cut into runs of consecutive rows of the same group."""
-    runs: list[list[int]] = []
-    for r in order:
-        if runs and group[runs[-1][0]] == group[r]:
-            runs[-1].append(r)
-        else:
-            runs.append([r])
-    return runs
 
 
 def _micro(batch: TrainBatch, rows: list[int]) -> tuple[torch.Tensor, TrainBatch]:
