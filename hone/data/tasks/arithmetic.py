@@ -1,7 +1,10 @@
 """Procedural arithmetic: ``a op b`` with a difficulty knob (operand digits, operations).
 
-Its difficulty level is ``digits`` (1..6): ``levels`` and ``with_level`` are the interface every
-graded task shares (:class:`~hone.data.tasks.Graded`), which curricula move.
+Its difficulty level counts the operands' digits in half steps, so that a curriculum has a rung
+between one digit and the next: level ``2d - 1`` is two ``d``-digit operands (the task's ``digits``),
+level ``2d`` one ``d + 1``-digit and one ``d``-digit operand (``47 + 8`` at level 2, between ``4 + 8``
+at 1 and ``47 + 18`` at 3), up to level 11 (6 x 6 digits). ``levels`` and ``with_level`` are the
+interface every graded task shares (:class:`~hone.data.tasks.Graded`), which curricula move.
 
 The train/held-out split is a fixed function of the problem and the seed (a hash), so no held-out
 problem is ever trained on, whatever the number of steps, and the evaluation set is the same on
@@ -30,10 +33,14 @@ class ArithmeticTask:
     eval_size: int = 200
     seed: int = 0
     name: str = "arithmetic"
+    short_digits: int | None = None  # the other operand's digits (digits - 1 at the even levels); None = digits
 
     def __post_init__(self):
         if not 1 <= self.digits <= 6:
             raise ValueError(f"task.digits: expected 1..6, got {self.digits}")
+        allowed = (self.digits, self.digits - 1) if self.digits > 1 else (1,)
+        if self.short_digits is not None and self.short_digits not in allowed:
+            raise ValueError(f"task.short_digits: expected one of {list(allowed)}, got {self.short_digits}")
         bad = [op for op in self.ops if op not in OPERATIONS]
         if bad or not self.ops:
             raise ValueError(f"task.ops: expected some of {', '.join(OPERATIONS)}, got {list(self.ops)}")
@@ -46,26 +53,32 @@ class ArithmeticTask:
 
     @property
     def level(self) -> int:
-        return self.digits
+        return self.digits + (self.short_digits or self.digits) - 1
 
     @property
     def levels(self) -> range:
-        return range(1, 7)
+        return range(1, 12)
 
     def with_level(self, level: int) -> "ArithmeticTask":
-        """The same task with ``level``-digit operands (the held-out set is capped to what that many digits hold)."""
+        """The same task at ``level``: operands of ``level // 2 + 1`` and ``(level + 1) // 2`` digits (the
+        held-out set is capped to what those digits hold).
+
+        >>> [(t.digits, t.short_digits) for t in map(ArithmeticTask(eval_size=1).with_level, (1, 2, 3, 4))]
+        [(1, 1), (2, 1), (2, 2), (3, 2)]
+        """
         if level not in self.levels:
-            raise ValueError(f"task.levels: arithmetic levels are operand digits 1..6, got {level}")
-        low, high = (0 if level == 1 else 10 ** (level - 1), 10**level - 1)
-        cap = (high - low + 1) ** 2 * len(self.ops) // HELD_OUT_SHARE // 2
-        return replace(self, digits=level, eval_size=min(self.eval_size, cap))
+            raise ValueError(f"task.levels: arithmetic levels are 1..11 (level 2d - 1: two d-digit operands; 2d: d + 1 and d digits), got {level}")
+        at = replace(self, digits=level // 2 + 1, short_digits=(level + 1) // 2, eval_size=1)
+        return replace(at, eval_size=min(self.eval_size, at._space_size() // HELD_OUT_SHARE // 2))
 
     def _space_size(self) -> int:
-        low, high = self._range()
-        return (high - low + 1) ** 2 * len(self.ops)
+        (low, high), (short_low, short_high) = self._range(self.digits), self._range(self.short_digits or self.digits)
+        orders = 1 if self.short_digits in (None, self.digits) else 2  # 47 + 8 and 8 + 47
+        return (high - low + 1) * (short_high - short_low + 1) * len(self.ops) * orders
 
-    def _range(self) -> tuple[int, int]:
-        return (0 if self.digits == 1 else 10 ** (self.digits - 1), 10**self.digits - 1)
+    @staticmethod
+    def _range(digits: int) -> tuple[int, int]:
+        return (0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
     def _held_out(self, a: int, op: str, b: int) -> bool:
         digest = hashlib.sha256(f"{self.seed}:{a}{op}{b}".encode()).digest()
@@ -78,9 +91,12 @@ class ArithmeticTask:
         return Problem(id=f"{a}{op}{b}", messages=messages, answer=str(OPERATIONS[op](a, b)))
 
     def _stream(self, rng: random.Random) -> Iterator[tuple[int, str, int]]:
-        low, high = self._range()
+        (low, high), (short_low, short_high) = self._range(self.digits), self._range(self.short_digits or self.digits)
+        mixed = self.short_digits not in (None, self.digits)
         while True:
-            a, b, op = rng.randint(low, high), rng.randint(low, high), rng.choice(self.ops)
+            a, b, op = rng.randint(low, high), rng.randint(short_low, short_high), rng.choice(self.ops)
+            if mixed and rng.random() < 0.5:  # the short operand first half the time (subtraction reorders below)
+                a, b = b, a
             if op == "-" and b > a:  # keep answers non-negative: one fewer thing for a small model
                 a, b = b, a
             yield a, op, b

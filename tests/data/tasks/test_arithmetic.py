@@ -28,6 +28,26 @@ def test_difficulty_knobs_shape_the_problems():
     assert all(int(p.answer) >= 0 for p in subtraction)
 
 
+def test_even_levels_pair_a_longer_operand_with_a_shorter_one_in_either_order():
+    task = ArithmeticTask(digits=2, ops=("+", "-"), eval_size=10).with_level(2)  # 2 digits and 1
+    assert (task.digits, task.short_digits, task.level) == (2, 1, 2)
+    problems = list(itertools.islice(task.train_problems(0), 200))
+    pairs = [tuple(int(x) for x in p.id.replace("+", " ").replace("-", " ").split()) for p in problems]
+    assert all(sorted(len(str(x)) for x in pair) == [1, 2] for pair in pairs)
+    adds = [pair for pair, p in zip(pairs, problems) if "+" in p.id]
+    assert any(a < 10 for a, _ in adds) and any(b < 10 for _, b in adds)  # the short operand comes first or second
+    assert all(int(p.answer) >= 0 for p in problems)
+    held_out = {p.id for p in task.eval_problems()}
+    assert len(held_out) == 10 and not held_out & {p.id for p in problems}
+
+
+def test_odd_levels_are_the_plain_task_with_the_same_problems():
+    plain, moved = ArithmeticTask(digits=2, eval_size=20), ArithmeticTask(digits=1, eval_size=5).with_level(3)
+    assert moved.level == plain.level == 3
+    assert [p.id for p in itertools.islice(moved.train_problems(4), 30)] == [p.id for p in itertools.islice(plain.train_problems(4), 30)]
+    assert moved.eval_size == 5 and ArithmeticTask(digits=1, eval_size=5).with_level(2).eval_size == 5
+
+
 def test_system_prompt_is_optional():
     assert ArithmeticTask(eval_size=5).eval_problems()[0].messages[0]["role"] == "user"
     assert ArithmeticTask(eval_size=5, system_prompt="Be brief.").eval_problems()[0].messages[0] == {"role": "system", "content": "Be brief."}
@@ -39,6 +59,7 @@ def test_system_prompt_is_optional():
         (dict(digits=0), "task.digits: expected 1..6, got 0"),
         (dict(ops=("/",)), "task.ops: expected some of +, -, *, got ['/']"),
         (dict(digits=1, eval_size=100), "task.eval_size: 100 is too many for 1-digit problems (at most 5)"),
+        (dict(digits=3, short_digits=1), "task.short_digits: expected one of [3, 2], got 1"),
     ],
 )
 def test_bad_knobs(kwargs, message):

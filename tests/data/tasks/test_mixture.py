@@ -26,19 +26,20 @@ def scored(problem, rewards):
 def test_a_mixture_labels_every_held_out_problem_with_its_task_and_level():
     task = MixtureTask(components())
     held_out = task.eval_problems()
-    assert [(p.task, p.level) for p in held_out] == [("add1", 1)] * 3 + [("add2", 2)] * 4 + [("code", 1)] * 2
+    assert [(p.task, p.level) for p in held_out] == [("add1", 1)] * 3 + [("add2", 3)] * 4 + [("code", 1)] * 2
     assert all(p.task in ("add1", "add2", "code") for p in itertools.islice(task.train_problems(0), 50))
 
 
 def test_mixture_labels_must_be_distinct_and_levels_must_exist():
     with pytest.raises(ValueError, match=r"task.mixture: labels \['add'\] name more than one task"):
         MixtureTask((Component("add", ArithmeticTask()), Component("add", ArithmeticTask(3))))
-    with pytest.raises(ValueError, match=r"task.levels: \[7\] are not levels of add; expected values in 1..6"):
-        Component("add", ArithmeticTask(), levels=(2, 7))
+    with pytest.raises(ValueError, match=r"task.levels: \[12\] are not levels of add; expected values in 1..11"):
+        Component("add", ArithmeticTask(), levels=(2, 12))
 
 
 def test_graded_tasks_move_their_difficulty():
-    assert ArithmeticTask(2).with_level(3).digits == 3 and ArithmeticTask(2).levels == range(1, 7)
+    assert ArithmeticTask(2).level == 3 and ArithmeticTask(2).levels == range(1, 12)
+    assert (ArithmeticTask(2).with_level(5).digits, ArithmeticTask(2).with_level(4).short_digits) == (3, 2)
     assert ArithmeticTask(2, eval_size=200).with_level(1).eval_size == 5  # capped to what one digit holds
     assert CodeTask(level=1, eval_size=10).with_level(3).level == 3
     with pytest.raises(ValueError, match="task.levels: code levels are 1..3, got 4"):
@@ -51,7 +52,8 @@ def test_the_stream_draws_by_the_curriculum_and_reports_each_task():
     share = {label: sum(p.task == label for p in problems) / 400 for label in ("add1", "add2", "code")}
     assert share["code"] == pytest.approx(0.5, abs=0.07) and share["add1"] == pytest.approx(0.25, abs=0.07)
     assert {p.level for p in problems if p.task == "add2"} == {2, 3}
-    assert all(len(p.id.split("+")[0]) == p.level for p in problems if p.task == "add2")  # operands really have `level` digits
+    digits = {2: [1, 2], 3: [2, 2]}  # level 2: a 2-digit and a 1-digit operand; level 3: two 2-digit ones
+    assert all(sorted(map(len, p.id.split("+"))) == digits[p.level] for p in problems if p.task == "add2")
     add1 = [p for p in problems if p.task == "add1"][:2]
     stream.observe([scored(add1[0], [1.0, 1.0, 0.0, None]), scored(add1[1], [0.0] * 4)])
     metrics = stream.metrics()
