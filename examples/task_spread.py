@@ -13,6 +13,8 @@ scores them with its rewards, and prints per task:
   ``screen``) can exploit;
 - the histogram of successes per group, 0..G.
 
+A mixture task that lists ``levels`` is measured at each of them (``add2@1``, ``add2@2``, ...).
+
     .venv/bin/python examples/task_spread.py recipes/mixture.yaml --prompts 24 rollout.temperature=0.7
 
 Overrides are the trainer's ``key=value``. It measures the model as the recipe loads it (untrained).
@@ -33,9 +35,9 @@ from hone.rollout.worker import RolloutWorker
 
 
 def components(task, name: str) -> list[tuple[str, object]]:
-    """(label, task) for each task the recipe trains on."""
+    """(label, task) for each task the recipe trains on; a mixture task with ``levels`` once per level, as LABEL@LEVEL."""
     if hasattr(task, "components"):
-        return [(c.label, c.task) for c in task.components]
+        return [(f"{c.label}@{level}" if c.levels else c.label, c.at(level)) for c in task.components for level in c.arms()]
     return [(name, task)]
 
 

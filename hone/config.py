@@ -35,6 +35,7 @@ class CurriculumConfig:
 
     name: Literal["uniform", "learnability", "difficulty"] = "uniform"  # uniform: by mixture weight; learnability: by p(1-p) (Foster & Foerster 2025); difficulty: move each task's level to hold its success rate in band
     explore: float = 0.1  # learnability: share of draws spread evenly over every (task, level), so none starves
+    power: float = 1.0  # learnability: draw arms in proportion to learnability ** power (1: Foster & Foerster's p(1-p); 2 leans harder on the arms likeliest to split)
     memory: float = 0.8  # learnability, difficulty: each new group of an arm multiplies its old success counts by this (0 < memory <= 1; 1 never forgets)
     band: tuple[float, ...] = (0.2, 0.8)  # difficulty: the success-rate band (low, high) a task's level is moved to stay in
     patience: int = 4  # difficulty: groups a task spends at a level before it may move
@@ -50,6 +51,7 @@ class CurriculumConfig:
         _coerce(self)
         _require(0 <= self.explore <= 1, "explore", "must be in [0, 1]", self.explore)
         _require(0 < self.memory <= 1, "memory", "must be in (0, 1]", self.memory)
+        _require(self.power > 0, "power", "must be > 0", self.power)
         ok = len(self.band) == 2 and 0 <= self.band[0] < self.band[1] <= 1
         _require(ok, "band", "must be [low, high] with 0 <= low < high <= 1", self.band)
         _at_least(self, patience=1, replay_uses=2)
@@ -69,7 +71,7 @@ class TaskConfig:
     path: str | None = None  # GSM8K JSONL file or a `datasets` hub id such as "openai/gsm8k"; code_stdio: its JSONL file
     dataset: str | None = None  # reasoning_gym: the generator's name, e.g. chain_sum (`pip install 'hone[reasoning]'`)
     level: int | None = None  # difficulty level of code (1..3, default 1) and reasoning_gym (0.., reasoning-gym's own curriculum levels, default 0); arithmetic's is digits
-    levels: tuple[int, ...] = ()  # the levels a curriculum may draw this task at (in its own unit: digits for arithmetic); () = only its level
+    levels: tuple[int, ...] = ()  # the levels a curriculum may draw this task at (in its own unit; arithmetic: 2d - 1 is two d-digit operands, 2d is d + 1 and d digits); () = only its level
     instruction: str | None = None  # appended to every question; null = the task's own instruction
     system_prompt: str | None = None  # None keeps the chat template's default system prompt
     eval_size: int = 200  # problems held out from training for evaluation

@@ -239,6 +239,7 @@ def test_bad_literal_lists_the_accepted_values():
     ("task.curriculum.name=hardest", "task.curriculum.name: expected 'uniform', 'learnability' or 'difficulty', got 'hardest'"),
     ("task.curriculum.band=[0.8,0.2]", "task.curriculum.band: must be [low, high] with 0 <= low < high <= 1, got [0.8, 0.2]"),
     ("task.curriculum.memory=0", "task.curriculum.memory: must be in (0, 1], got 0.0"),
+    ("task.curriculum.power=0", "task.curriculum.power: must be > 0, got 0.0"),
     ("algorithm.max_oversample=1.3", "algorithm.max_oversample: refills groups that dynamic sampling drops; set algorithm.dynamic_sampling=true too, got 1.3"),
     ("train.time_limit_s=0", "train.time_limit_s: must be > 0, got 0.0"),
     ("task.ops=+,/", "task.ops: must be a non-empty list of '+', '-', '*', got ['+', '/']"),
