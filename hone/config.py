@@ -70,7 +70,7 @@ class TaskConfig:
     ops: tuple[str, ...] = ("+",)  # arithmetic operators to sample from: "+", "-", "*"
     path: str | None = None  # GSM8K JSONL file or a `datasets` hub id such as "openai/gsm8k"; code_stdio: its JSONL file
     dataset: str | None = None  # reasoning_gym: the generator's name, e.g. chain_sum (`pip install 'hone[reasoning]'`)
-    level: int | None = None  # difficulty level of code (1..3, default 1) and reasoning_gym (0.., reasoning-gym's own curriculum levels, default 0); arithmetic's is digits
+    level: int | None = None  # difficulty level of arithmetic (1..11: 2d - 1 is two d-digit operands, 2d a d + 1-digit and a d-digit one; when given it sets the digits), code (1..3, default 1) and reasoning_gym (0.., reasoning-gym's own curriculum levels, default 0)
     levels: tuple[int, ...] = ()  # the levels a curriculum may draw this task at (in its own unit; arithmetic: 2d - 1 is two d-digit operands, 2d is d + 1 and d digits); () = only its level
     instruction: str | None = None  # appended to every question; null = the task's own instruction
     system_prompt: str | None = None  # None keeps the chat template's default system prompt
@@ -87,7 +87,8 @@ class TaskConfig:
         ok = len(self.ops) > 0 and set(self.ops) <= {"+", "-", "*"}
         _require(ok, "ops", "must be a non-empty list of '+', '-', '*'", self.ops)
         _require(self.level is None or self.level >= 0, "level", "must be >= 0", self.level)
-        _require(self.level is None or self.name != "arithmetic", "level", "arithmetic's difficulty is task.digits; leave level out", self.level)
+        _require(self.level is None or self.name != "arithmetic" or 1 <= self.level <= 11, "level",
+                 "arithmetic levels are 1..11 (2d - 1: two d-digit operands; 2d: a d + 1-digit and a d-digit one)", self.level)
         _at_least(self, eval_size=1)
         _above(self, weight=0)
         _require((self.name == "reasoning_gym") == (self.dataset is not None), "dataset",

@@ -233,7 +233,7 @@ def test_bad_literal_lists_the_accepted_values():
     ("rollout.temperature=0", "rollout.temperature: must be > 0, got 0.0"),
     ("rollout.top_p=1.5", "rollout.top_p: must be in (0, 1], got 1.5"),
     ("task.digits=7", "task.digits: must be between 1 and 6, got 7"),
-    ("task.level=2", "task.level: arithmetic's difficulty is task.digits; leave level out, got 2"),
+    ("task.level=12", "task.level: arithmetic levels are 1..11 (2d - 1: two d-digit operands; 2d: a d + 1-digit and a d-digit one), got 12"),
     ("task.name=reasoning_gym", "task.dataset: names the generator of task.name=reasoning_gym (and only that task), got null"),
     ("task.name=mixture", "task.mixture: lists the tasks of task.name=mixture (and only that task), got []"),
     ("task.curriculum.name=hardest", "task.curriculum.name: expected 'uniform', 'learnability' or 'difficulty', got 'hardest'"),

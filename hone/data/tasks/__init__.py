@@ -7,7 +7,7 @@ from typing import Iterator, Protocol
 
 from hone.data.records import Problem
 
-from hone.data.tasks.arithmetic import ArithmeticTask
+from hone.data.tasks.arithmetic import ArithmeticTask, operand_digits
 from hone.data.tasks.code import CodeTask
 from hone.data.tasks.code_stdio import StdioTask
 from hone.data.tasks.gsm8k import DatasetError, GSM8KTask
@@ -106,7 +106,10 @@ def make_task(cfg) -> Task:
     if cfg.levels and cfg.name not in graded:
         raise ValueError(f"task.levels: {cfg.name} has no difficulty levels (arithmetic, code and reasoning_gym do); leave levels out")
     if cfg.name == "arithmetic":
-        return ArithmeticTask(cfg.digits, tuple(cfg.ops), **common)
+        if cfg.level is None:
+            return ArithmeticTask(cfg.digits, tuple(cfg.ops), **common)
+        digits, short_digits = operand_digits(cfg.level)  # the level sets both operands' digits
+        return ArithmeticTask(digits, tuple(cfg.ops), short_digits=short_digits, **common)
     if cfg.name in ("gsm8k", "code_stdio") and not cfg.path:
         need = "a JSONL file, a folder with train.jsonl/test.jsonl, or a hub id like openai/gsm8k" if cfg.name == "gsm8k" else "a JSONL file of problems with stdin/stdout tests"
         raise DatasetError(f"task.path: the {cfg.name} task needs {need}")

@@ -24,6 +24,15 @@ OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b
 HELD_OUT_SHARE = 10  # one problem in 10 is held out
 
 
+def operand_digits(level: int) -> tuple[int, int]:
+    """``(digits, short_digits)`` of arithmetic ``level``: the longer operand's digits and the other's.
+
+    >>> [operand_digits(level) for level in (1, 2, 3, 4, 11)]
+    [(1, 1), (2, 1), (2, 2), (3, 2), (6, 6)]
+    """
+    return level // 2 + 1, (level + 1) // 2
+
+
 @dataclass(frozen=True)
 class ArithmeticTask:
     digits: int = 2
@@ -40,7 +49,7 @@ class ArithmeticTask:
             raise ValueError(f"task.digits: expected 1..6, got {self.digits}")
         allowed = (self.digits, self.digits - 1) if self.digits > 1 else (1,)
         if self.short_digits is not None and self.short_digits not in allowed:
-            raise ValueError(f"task.short_digits: expected one of {list(allowed)}, got {self.short_digits}")
+            raise ValueError(f"ArithmeticTask.short_digits: expected one of {list(allowed)} for {self.digits}-digit problems, got {self.short_digits} (task.level sets both)")
         bad = [op for op in self.ops if op not in OPERATIONS]
         if bad or not self.ops:
             raise ValueError(f"task.ops: expected some of {', '.join(OPERATIONS)}, got {list(self.ops)}")
@@ -68,7 +77,8 @@ class ArithmeticTask:
         """
         if level not in self.levels:
             raise ValueError(f"task.levels: arithmetic levels are 1..11 (level 2d - 1: two d-digit operands; 2d: d + 1 and d digits), got {level}")
-        at = replace(self, digits=level // 2 + 1, short_digits=(level + 1) // 2, eval_size=1)
+        digits, short_digits = operand_digits(level)
+        at = replace(self, digits=digits, short_digits=short_digits, eval_size=1)
         return replace(at, eval_size=min(self.eval_size, at._space_size() // HELD_OUT_SHARE // 2))
 
     def _space_size(self) -> int:

@@ -48,6 +48,17 @@ def test_odd_levels_are_the_plain_task_with_the_same_problems():
     assert moved.eval_size == 5 and ArithmeticTask(digits=1, eval_size=5).with_level(2).eval_size == 5
 
 
+def test_a_configured_level_sets_both_operands():
+    from hone.config import TaskConfig
+    from hone.data.tasks import make_task
+
+    task = make_task(TaskConfig(level=4, ops=("*",), eval_size=10))  # a 3-digit operand and a 2-digit one
+    assert (task.digits, task.short_digits, task.level) == (3, 2, 4)
+    a, b = next(task.train_problems(0)).id.split("*")
+    assert sorted(map(len, (a, b))) == [2, 3]
+    assert make_task(TaskConfig(level=3, eval_size=10)) == ArithmeticTask(digits=2, short_digits=2, eval_size=10)
+
+
 def test_system_prompt_is_optional():
     assert ArithmeticTask(eval_size=5).eval_problems()[0].messages[0]["role"] == "user"
     assert ArithmeticTask(eval_size=5, system_prompt="Be brief.").eval_problems()[0].messages[0] == {"role": "system", "content": "Be brief."}
@@ -59,7 +70,7 @@ def test_system_prompt_is_optional():
         (dict(digits=0), "task.digits: expected 1..6, got 0"),
         (dict(ops=("/",)), "task.ops: expected some of +, -, *, got ['/']"),
         (dict(digits=1, eval_size=100), "task.eval_size: 100 is too many for 1-digit problems (at most 5)"),
-        (dict(digits=3, short_digits=1), "task.short_digits: expected one of [3, 2], got 1"),
+        (dict(digits=3, short_digits=1), "ArithmeticTask.short_digits: expected one of [3, 2] for 3-digit problems, got 1 (task.level sets both)"),
     ],
 )
 def test_bad_knobs(kwargs, message):
