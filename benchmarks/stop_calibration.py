@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import tempfile
 import time
 from typing import NamedTuple
@@ -58,7 +59,8 @@ def main() -> None:
             ended += sample.finish_reason == "stop"
             lengths.append(len(sample.completion_ids))
         print(f"round {round_ + 1}: {len(lengths)} samples, {ended:.0f} ended against {expected:.1f} expected "
-              f"(z = {(ended - expected) / math.sqrt(variance):+.2f}), mean length {sum(lengths) / len(lengths):.2f} tokens, "
+              f"(z = {(ended - expected) / math.sqrt(variance):+.2f}), mean length {statistics.mean(lengths):.2f} tokens "
+              f"(standard error {statistics.stdev(lengths) / math.sqrt(len(lengths)):.2f}), "
               f"{time.perf_counter() - began:.0f} s", flush=True)
     run.rollouts.worker.close()
 
