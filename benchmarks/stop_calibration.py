@@ -6,11 +6,12 @@ Samples 64 quickstart prompts x 8 completions per round (temperature 1, at most 
 recomputes, with the trainer's fp32 forward, the probability of an end-of-sequence token at every
 position each completion visited. For samples drawn from the policy, the expected number of
 completions that end equals the sum of those probabilities, with variance sum p (1 - p); the script
-prints both and the z-score. ``--engine trl`` samples as TRL's GRPOTrainer does without vLLM in the
-hone-against-TRL benchmark: transformers' ``generate`` over the fp32 weights under bf16 autocast
-(accelerate's mixed precision), 64 left-padded rows at a time, ``top_k`` 0 and ``top_p`` 1. A length bias in an engine's sampler (a different stop set, a biased
+prints both and the z-score. A length bias in an engine's sampler (a different stop set, a biased
 noise kernel, precision lost near the end-of-sequence logit) shows up as |z| well above 2. It also
-prints the mean completion length, which the hone-against-TRL benchmark compares across sides.
+prints the mean completion length and its standard error, which the hone-against-TRL benchmark
+compares across sides. ``--engine trl`` samples as the benchmark's TRL side does (GRPOTrainer without
+vLLM): transformers' ``generate`` over the fp32 weights under bf16 autocast (accelerate's mixed
+precision), 64 left-padded rows a call, ``top_k`` 0 and ``top_p`` 1.
 """
 
 from __future__ import annotations
