@@ -12,7 +12,7 @@ from hone.rewards.base import (
     load_reward_fn,
 )
 from hone.rewards.code import code_fraction, code_pass
-from hone.rewards.math import exact_number, format_number_only, math_verify
+from hone.rewards.math import digit_match, exact_number, format_number_only, math_verify
 from hone.rewards.pool import JobResult, WorkerPool
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "WorkerPool",
     "code_fraction",
     "code_pass",
+    "digit_match",
     "exact_number",
     "format_number_only",
     "load_reward_fn",

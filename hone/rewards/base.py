@@ -213,6 +213,7 @@ class RewardScorer:
 REWARDS: dict[str, RewardFn] = {
     "code_fraction": code_rewards.code_fraction,
     "code_pass": code_rewards.code_pass,
+    "digit_match": math_rewards.digit_match,  # partial credit by digit place: shaping beside an exact reward
     "exact_number": math_rewards.exact_number,
     "format_number_only": math_rewards.format_number_only,
     "math_verify": math_rewards.math_verify,

@@ -63,6 +63,36 @@ def format_number_only(completions: Sequence[str], references: Sequence[str]) ->
     return [float(bool(_ONLY_NUMBER_RE.fullmatch(c))) for c in completions]
 
 
+_WHOLE_RE = re.compile(r"\s*[-+]?\d+\s*")
+
+
+def digit_match(completions: Sequence[str], references: Sequence[str]) -> list[float | None]:
+    """Partial credit for a whole-number answer: the share of digit places, aligned from the right, where
+    the completion's last number agrees with the reference, over the longer of the two numbers.
+
+    A shaping term to add to an exact reward, so that wrong answers closer to the right one score more
+    (a group whose answers are all wrong but differ still teaches). 0.0 when the signs differ, when the
+    completion has no whole number, and for a reference that is not a whole number: the term then says
+    nothing, so it can sit beside ``verify`` in a mixture with other tasks.
+
+    >>> digit_match(["82", "= 72", "182", "-82", "8.2", "none", "82"], ["82", "82", "82", "82", "82", "82", "x"])
+    [1.0, 0.5, 0.6666666666666666, 0.0, 0.0, 0.0, 0.0]
+    """
+    scores: list[float | None] = []
+    for completion, reference in zip(completions, references, strict=True):
+        answer = _last_number(completion)
+        if not _WHOLE_RE.fullmatch(reference) or answer is None or answer.denominator != 1:
+            scores.append(0.0)
+            continue
+        want, got = int(reference), int(answer)
+        if (want < 0) != (got < 0):
+            scores.append(0.0)
+            continue
+        a, b = str(abs(want))[::-1], str(abs(got))[::-1]
+        scores.append(sum(x == y for x, y in zip(a, b)) / max(len(a), len(b)))
+    return scores
+
+
 class _DropTimeoutDisabledWarning(logging.Filter):
     """math-verify warns once per process when its SIGALRM timeout is off. We turn it off on
     purpose (SIGALRM only works on the main thread; the WorkerPool kills hung jobs), so the

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from hone.rewards.math import exact_number, format_number_only, math_verify
+from hone.rewards.math import digit_match, exact_number, format_number_only, math_verify
 
 
 @pytest.mark.parametrize(
@@ -80,6 +80,26 @@ def test_exact_number(completion, reference, score):
 )
 def test_format_number_only(completion, score):
     assert format_number_only([completion], ["anything"]) == [score]
+
+
+@pytest.mark.parametrize(
+    ("completion", "reference", "score"),
+    [
+        ("47 * 8 = 376", "376", 1.0),
+        ("47 * 8 = 386", "376", 2 / 3),  # the units and the hundreds agree, the tens do not
+        ("= 76", "376", 2 / 3),  # a missing digit place is a miss, over the longer number
+        ("3760", "376", 0.0),  # shifted one place: no place agrees
+        ("1376", "376", 3 / 4),
+        ("5 - 8 = -3", "-3", 1.0),
+        ("5 - 8 = 3", "-3", 0.0),  # the wrong sign earns nothing
+        ("3.0", "3", 1.0),
+        ("3.5", "3", 0.0),  # not a whole number
+        ("no number", "376", 0.0),
+        ("def f(): return 1", "assert f() == 1", 0.0),  # a reference that is not a whole number: the term is silent, not None
+    ],
+)
+def test_digit_match(completion, reference, score):
+    assert digit_match([completion], [reference]) == [pytest.approx(score)]
 
 
 def test_length_mismatch_raises():
