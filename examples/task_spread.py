@@ -11,7 +11,9 @@ scores them with its rewards, and prints per task:
   prompts are equally hard and only p matters (move the temperature or the difficulty level); well
   above 1, some prompts are solved far more often than others, which a per-prompt choice (``replay``,
   ``screen``) can exploit;
-- the histogram of successes per group, 0..G.
+- the histogram of successes per group, 0..G;
+- of the groups that never succeed, the share whose samples give more than one final answer (their
+  last number, else their stripped text): the groups a reward graded by closeness would still split.
 
 A mixture task that lists ``levels`` is measured at each of them (``add2@1``, ``add2@2``, ...).
 
@@ -21,6 +23,7 @@ Overrides are the trainer's ``key=value``. It measures the model as the recipe l
 """
 
 import argparse
+import re
 import time
 from dataclasses import replace
 
@@ -61,7 +64,7 @@ def main() -> None:
         groups += worker.rollout(chunk, step_sampling(cfg, 0, first, len(chunk)))
     g = cfg.rollout.group_size
     print(f"{len(groups)} groups of {g} at temperature {cfg.rollout.temperature} in {time.perf_counter() - began:.0f} s")
-    print(f"{'task':20s} {'p':>5s} {'zero-var':>8s} {'binomial':>8s} {'dispersion':>10s}  successes per group 0..{g}")
+    print(f"{'task':20s} {'p':>5s} {'zero-var':>8s} {'binomial':>8s} {'dispersion':>10s} {'wrong-varied':>12s}  successes per group 0..{g}")
     for label, _ in components(task, cfg.task.name):
         mine = [group for group in groups if group.problem.task == label]
         wins = np.array([sum(1 for r in group.rewards if r is not None and r >= 1.0) for group in mine])
@@ -70,7 +73,15 @@ def main() -> None:
         binomial = p**g + (1 - p) ** g
         dispersion = wins.var() / (g * p * (1 - p)) if 0 < p < 1 else float("nan")
         histogram = np.bincount(wins, minlength=g + 1).tolist()
-        print(f"{label:20s} {p:5.2f} {agree:8.2f} {binomial:8.2f} {dispersion:10.2f}  {histogram}")
+        never = [group for group, w in zip(mine, wins) if w == 0]
+        varied = np.mean([len({final_answer(t.text) for t in group.rollouts}) > 1 for group in never]) if never else float("nan")
+        print(f"{label:20s} {p:5.2f} {agree:8.2f} {binomial:8.2f} {dispersion:10.2f} {varied:12.2f}  {histogram}")
+
+
+def final_answer(text: str) -> str:
+    """A completion's last number, else its stripped text: two samples with the same one gave the same answer."""
+    numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?", text)
+    return numbers[-1].replace(",", "") if numbers else text.strip()
 
 
 if __name__ == "__main__":
