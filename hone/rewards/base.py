@@ -231,7 +231,7 @@ def load_reward_fn(spec: str) -> RewardFn:
     >>> load_reward_fn("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown reward 'nope'; expected one of: code_fraction, code_pass, exact_number, format_number_only, math_verify, sandbox_isolation, vader_sentiment, verify, or 'module:function'
+    ValueError: unknown reward 'nope'; expected one of: code_fraction, code_pass, digit_match, exact_number, format_number_only, math_verify, sandbox_isolation, vader_sentiment, verify, or 'module:function'
     """
     if spec in REWARDS:
         return REWARDS[spec]
