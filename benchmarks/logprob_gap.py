@@ -4,7 +4,7 @@
 
 vLLM (bf16) samples ``--prompts`` quickstart prompts x 8 at temperature 1 with the embedded model and
 reports each sampled token's log-prob. The trainer then scores the same tokens with the same weights:
-in fp32, and under bf16 autocast as the update runs (``train.bf16``, residual stream in bf16). Printed
+in fp32, and under bf16 autocast as the update runs (``train.bf16``). Printed
 per trainer forward, over all sampled tokens: the mean, 99th percentile and largest absolute gap to
 vLLM's log-probs, the spread of the importance ratio exp(trainer - vLLM) (what ``algorithm.tis_cap``
 corrects), and the gap to the fp32 forward. Nothing here is a test; the figures depend on the machine.

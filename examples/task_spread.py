@@ -23,7 +23,6 @@ Overrides are the trainer's ``key=value``. It measures the model as the recipe l
 """
 
 import argparse
-import re
 import time
 from dataclasses import replace
 
@@ -33,6 +32,7 @@ from hone.config import load_config
 from hone.data.tasks import make_task
 from hone.data.tasks.mixture import arm_seed
 from hone.models import load_model, load_tokenizer
+from hone.rewards.math import last_number
 from hone.rollout.source import step_sampling
 from hone.rollout.worker import RolloutWorker
 
@@ -78,10 +78,11 @@ def main() -> None:
         print(f"{label:20s} {p:5.2f} {agree:8.2f} {binomial:8.2f} {dispersion:10.2f} {varied:12.2f}  {histogram}")
 
 
-def final_answer(text: str) -> str:
-    """A completion's last number, else its stripped text: two samples with the same one gave the same answer."""
-    numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?", text)
-    return numbers[-1].replace(",", "") if numbers else text.strip()
+def final_answer(text: str) -> object:
+    """A completion's last number (as the math rewards read it), else its stripped text: two samples with the
+    same one gave the same answer."""
+    number = last_number(text)
+    return text.strip() if number is None else number
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def _to_fraction(text: str) -> Fraction:
     return Fraction(text.replace(",", ""))
 
 
-def _last_number(text: str) -> Fraction | None:
+def last_number(text: str) -> Fraction | None:
+    """The last number written in ``text`` (signs as in ``_NUMBER``), exactly; None if there is none."""
     matches = _NUMBER_RE.findall(text)
     return _to_fraction(matches[-1]) if matches else None
 
@@ -48,7 +49,7 @@ def exact_number(completions: Sequence[str], references: Sequence[str]) -> list[
         if not _ONLY_NUMBER_RE.fullmatch(reference):
             scores.append(None)
             continue
-        scores.append(float(_last_number(completion) == _to_fraction(reference.strip())))
+        scores.append(float(last_number(completion) == _to_fraction(reference.strip())))
     return scores
 
 
@@ -61,9 +62,6 @@ def format_number_only(completions: Sequence[str], references: Sequence[str]) ->
     [1.0, 1.0, 0.0, 0.0, 0.0]
     """
     return [float(bool(_ONLY_NUMBER_RE.fullmatch(c))) for c in completions]
-
-
-_WHOLE_RE = re.compile(r"\s*[-+]?\d+\s*")
 
 
 def digit_match(completions: Sequence[str], references: Sequence[str]) -> list[float | None]:
@@ -80,11 +78,12 @@ def digit_match(completions: Sequence[str], references: Sequence[str]) -> list[f
     """
     scores: list[float | None] = []
     for completion, reference in zip(completions, references, strict=True):
-        answer = _last_number(completion)
-        if not _WHOLE_RE.fullmatch(reference) or answer is None or answer.denominator != 1:
+        answer = last_number(completion)
+        want = _to_fraction(reference.strip()) if _ONLY_NUMBER_RE.fullmatch(reference) else None
+        if want is None or want.denominator != 1 or answer is None or answer.denominator != 1:
             scores.append(0.0)
             continue
-        want, got = int(reference), int(answer)
+        want, got = int(want), int(answer)
         if (want < 0) != (got < 0):
             scores.append(0.0)
             continue
