@@ -133,6 +133,17 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class DemoMessage:
+    """One message of ``env.demo``, the worked example shown before every problem."""
+
+    role: Literal["user", "assistant", "tool"]
+    content: str
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """The environment that runs each episode (``hone.rollout.envs``)."""
 
@@ -140,10 +151,14 @@ class EnvConfig:
     max_turns: int = 3  # tools: model turns per episode at most (each tool result is followed by another model turn)
     tools: tuple[str, ...] = ("calculator", "python")  # tools: which the model may call ("calculator", "python": Python in hone.sandbox)
     tool_timeout_s: float = 5.0  # tools: wall-clock limit of one Python run
+    demo: tuple[DemoMessage, ...] = ()  # a worked example, {role, content} messages from a user turn to an assistant turn, put before every problem (few-shot; in training and evaluation)
 
     def __post_init__(self) -> None:
         _coerce(self)
         _at_least(self, max_turns=1)
+        roles = [m.role for m in self.demo]
+        _require(not roles or (roles[0] == "user" and roles[-1] == "assistant"), "demo",
+                 "must start with a user message and end with an assistant message", roles)
         _above(self, tool_timeout_s=0)
         _require(len(self.tools) > 0 and set(self.tools) <= {"calculator", "python"}, "tools",
                  "must be a non-empty list of 'calculator', 'python'", self.tools)

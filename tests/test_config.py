@@ -371,6 +371,14 @@ def test_a_field_the_chosen_variant_ignores_is_an_error():
     assert load_config(None, ["algorithm.name=ppo", "critic.kind=shared", "algorithm.gamma=0.9"]).algorithm.gamma == 0.9
 
 
+def test_a_demo_is_a_conversation_from_a_user_turn_to_an_assistant_turn():
+    demo = "env.demo=[{role: user, content: '2 + 3 ='}, {role: assistant, content: '5'}]"
+    assert [m.role for m in load_config(None, [demo]).env.demo] == ["user", "assistant"]
+    assert _override_error("env.demo=[{role: user, content: '2 + 3 ='}]") == (
+        "env.demo: must start with a user message and end with an assistant message, got ['user']")
+    assert _override_error("env.demo=[{role: robot, content: hi}]") == "env.demo[0].role: expected 'user', 'assistant' or 'tool', got 'robot'"
+
+
 def test_distributed_settings_need_the_ray_backend_and_staleness_turns_on_the_importance_correction():
     from hone.config import ConfigError, load_config
 

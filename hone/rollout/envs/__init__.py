@@ -56,10 +56,11 @@ class RolloutTimes:
 
 def make_env(cfg, tokenizer, scorer: Scorer | None) -> Environment:
     """The environment ``cfg`` (an EnvConfig) names."""
+    demo = [{"role": m.role, "content": m.content} for m in cfg.demo]
     if cfg.name == "tools":
         from hone.rollout.envs.tools import ToolEnv
 
-        return ToolEnv(tokenizer, scorer, tools=cfg.tools, max_turns=cfg.max_turns, timeout_s=cfg.tool_timeout_s)
+        return ToolEnv(tokenizer, scorer, tools=cfg.tools, max_turns=cfg.max_turns, timeout_s=cfg.tool_timeout_s, demo=demo)
     from hone.rollout.envs.single_turn import SingleTurnEnv
 
-    return SingleTurnEnv(tokenizer, scorer)
+    return SingleTurnEnv(tokenizer, scorer, demo=demo)

@@ -28,9 +28,10 @@ class MultiTurnEnv:
 
     max_turns: int = 1  # model turns at most; the episode ends after this many whatever is_done says
 
-    def __init__(self, tokenizer, scorer: Scorer | None):
+    def __init__(self, tokenizer, scorer: Scorer | None, *, demo: Sequence[dict[str, str]] = ()):
         self.tokenizer = tokenizer
         self.scorer = scorer
+        self.demo = [dict(m) for m in demo]  # a worked example put before every problem, after its system message
         self.last_times = RolloutTimes()
 
     def is_done(self, trajectory: Trajectory) -> bool:
@@ -44,7 +45,10 @@ class MultiTurnEnv:
         return params
 
     def prompt_ids(self, problem: Problem) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(problem.messages), add_generation_prompt=True, tokenize=False)
+        messages = list(problem.messages)
+        at = 1 if messages and messages[0]["role"] == "system" else 0
+        messages[at:at] = self.demo
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def rollout(self, problems: Sequence[Problem], engine: Engine, params: SamplingParams, *, version: int = 0) -> list[ScoredGroup]:

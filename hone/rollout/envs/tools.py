@@ -34,8 +34,9 @@ GUIDE = {
 
 
 class ToolEnv(MultiTurnEnv):
-    def __init__(self, tokenizer, scorer: Scorer | None, *, tools: Sequence[str] = TOOLS, max_turns: int = 3, timeout_s: float = 5.0):
-        super().__init__(tokenizer, scorer)
+    def __init__(self, tokenizer, scorer: Scorer | None, *, tools: Sequence[str] = TOOLS, max_turns: int = 3, timeout_s: float = 5.0,
+                 demo: Sequence[dict[str, str]] = ()):
+        super().__init__(tokenizer, scorer, demo=demo)
         unknown = sorted(set(tools) - set(TOOLS))
         if unknown or not tools:
             raise ValueError(f"env.tools: unknown tools {unknown or list(tools)}; expected a non-empty list of: {', '.join(TOOLS)}")

@@ -40,6 +40,15 @@ def test_the_prompt_explains_the_tools_and_turns_stop_at_a_closing_tag(tokenizer
         ToolEnv(tokenizer, None, tools=["calculator", "shell"])
 
 
+def test_a_demo_comes_between_the_system_message_and_the_problem(tokenizer):
+    demo = [{"role": "user", "content": "What is 3 * 5?"}, {"role": "assistant", "content": "<calculator>3 * 5</calculator>"},
+            {"role": "tool", "content": "15"}, {"role": "assistant", "content": "15"}]
+    text = tokenizer.decode(ToolEnv(tokenizer, None, tools=["calculator"], demo=demo).prompt_ids(PROBLEM))
+    guide, example, problem = (text.index(s) for s in ("<calculator>EXPRESSION", "What is 3 * 5?", "What is 12 * 7?"))
+    assert guide < example < text.index("<|im_start|>tool\n15<|im_end|>") < problem
+    assert text.endswith("What is 12 * 7?<|im_end|>\n<|im_start|>assistant\n")
+
+
 def test_a_tool_call_gets_its_result_as_the_next_turn_and_only_model_tokens_are_trained(tiny, tokenizer):
     env = ToolEnv(tokenizer, RewardScorer([RewardComponent("exact", exact)], None), max_turns=2)
     engine = ScriptedFirstTurn(tiny, tokenizer)
