@@ -36,6 +36,7 @@ class CurriculumConfig:
     name: Literal["uniform", "learnability", "difficulty"] = "uniform"  # uniform: by mixture weight; learnability: by p(1-p) (Foster & Foerster 2025); difficulty: move each task's level to hold its success rate in band
     explore: float = 0.1  # learnability: share of draws spread evenly over every (task, level), so none starves
     power: float = 1.0  # learnability: draw arms in proportion to learnability ** power (1: Foster & Foerster's p(1-p); 2 leans harder on the arms likeliest to split)
+    focus: Literal["all", "unsolved"] = "all"  # learnability: unsolved counts a group's spread only when most of its samples fail (the prompts whose greedy answer the update can still turn right)
     memory: float = 0.8  # learnability, difficulty: each new group of an arm multiplies its old success counts by this (0 < memory <= 1; 1 never forgets)
     band: tuple[float, ...] = (0.2, 0.8)  # difficulty: the success-rate band (low, high) a task's level is moved to stay in
     patience: int = 4  # difficulty: groups a task spends at a level before it may move

@@ -24,6 +24,9 @@ uninterrupted one would.
   estimate is stale. ``power`` > 1 draws by learnability ** power instead: it concentrates the draws
   on the arms nearest p = 1/2, whose groups are the likeliest to split (a group of 8 at p = 0.9 agrees
   43% of the time, at p = 0.5 under 1%), and leaves less mass on arms the policy has mastered.
+  ``unsolved`` counts a group's spread only when most of its samples fail: held-out accuracy is
+  greedy, and a prompt the policy mostly solves is one whose greedy answer is most likely right
+  already, so it lifts no held-out score however often its group splits.
 - :class:`Difficulty`: one level per task at a time, moved up when the task's success rate at that
   level is above ``band`` and down when below, after ``patience`` groups there; draws by weight.
 
@@ -84,14 +87,15 @@ class SuccessRates:
     (0.3125, 0.15)
     """
 
-    def __init__(self, memory: float):
-        self.memory = memory
+    def __init__(self, memory: float, unsolved: bool = False):
+        self.memory, self.unsolved = memory, unsolved  # unsolved: a group's spread counts only if its mean score is below 1/2
         self.counts: dict[Arm, list[float]] = {}  # arm -> [successes, trials, sum of group variances, groups]
 
     def observe(self, arm: Arm, scores: Sequence[float]) -> None:
         clipped = [min(1.0, max(0.0, float(s))) for s in scores]
         mean = sum(clipped) / len(clipped)
         variance = sum((x - mean) ** 2 for x in clipped) / (len(clipped) - 1) if len(clipped) > 1 else 0.0
+        variance = 0.0 if self.unsolved and mean >= 0.5 else variance
         old = self.counts.get(arm, [0.0, 0.0, 0.0, 0.0])
         self.counts[arm] = [self.memory * c + new for c, new in zip(old, (sum(clipped), len(clipped), variance, 1.0))]
 
@@ -149,9 +153,9 @@ class Learnability:
     {('solved', 1): 0.155, ('open', 1): 0.845}
     """
 
-    def __init__(self, entries: Sequence[Entry], explore: float, memory: float, power: float = 1.0):
+    def __init__(self, entries: Sequence[Entry], explore: float, memory: float, power: float = 1.0, unsolved: bool = False):
         self.entries, self.explore, self.power = list(entries), explore, power
-        self.rates = SuccessRates(memory)
+        self.rates = SuccessRates(memory, unsolved)
         self.notes: list[str] = []
 
     def weights(self) -> dict[Arm, float]:
@@ -231,7 +235,7 @@ def make_curriculum(cfg, entries: Sequence[Entry]) -> Curriculum:
     if cfg.name == "uniform":
         return Uniform(entries)
     if cfg.name == "learnability":
-        return Learnability(entries, cfg.explore, cfg.memory, cfg.power)
+        return Learnability(entries, cfg.explore, cfg.memory, cfg.power, unsolved=cfg.focus == "unsolved")
     return Difficulty(entries, tuple(cfg.band), cfg.patience, cfg.memory)
 
 

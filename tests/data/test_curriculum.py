@@ -44,6 +44,17 @@ def test_learnability_weighs_by_the_groups_own_variance_with_exploration():
     assert sum(weights.values()) == pytest.approx(1.0)
 
 
+def test_unsolved_learnability_counts_only_the_groups_most_of_whose_samples_fail():
+    curriculum = Learnability([Entry("mostly_right", 1.0, (1,), 1), Entry("mostly_wrong", 1.0, (1,), 1)], explore=0.0, memory=1.0, unsolved=True)
+    curriculum.observe(("mostly_right", 1), [1.0, 1.0, 1.0, 0.0])  # mean 3/4: its spread 1/4 is not counted: (0 + 0.25) / 2 = 1/8
+    curriculum.observe(("mostly_wrong", 1), [1.0, 0.0, 0.0, 0.0])  # mean 1/4: spread 1/4 counts: (1/4 + 1/4) / 2 = 1/4
+    assert curriculum.weights() == {("mostly_right", 1): pytest.approx(1 / 3), ("mostly_wrong", 1): pytest.approx(2 / 3)}
+    curriculum.observe(("mostly_wrong", 1), [1.0, 1.0, 0.0, 0.0])  # mean exactly 1/2 is not "most fail": (1/4 + 0 + 1/4) / 3 = 1/6
+    assert curriculum.rates.learnability(("mostly_wrong", 1)) == pytest.approx(1 / 6)
+    cfg = load_config(None, ["task.curriculum.name=learnability", "task.curriculum.focus=unsolved"]).task.curriculum
+    assert make_curriculum(cfg, entries()).rates.unsolved is True
+
+
 def test_learnability_never_starves_an_arm_it_has_given_up_on():
     curriculum = Learnability([Entry("solved", 1.0, (1,), 1), Entry("open", 1.0, (1,), 1)], explore=0.1, memory=1.0)
     for _ in range(50):
