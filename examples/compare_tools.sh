@@ -5,12 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HONE=.venv/bin/hone
+TAG=${TAG:-}  # run names tools$TAG and tools_none$TAG: TAG=-s1 bash examples/compare_tools.sh train.seed=1
 Q="State the final answer to the following arithmetic problem:"
-$HONE train recipes/tools.yaml name=tools eval.engine=vllm output.progress=false "$@"
-$HONE train recipes/tools.yaml name=tools_none eval.engine=vllm output.progress=false "$@" \
+$HONE train recipes/tools.yaml name=tools$TAG eval.engine=vllm output.progress=false "$@"
+$HONE train recipes/tools.yaml name=tools_none$TAG eval.engine=vllm output.progress=false "$@" \
   env.name=single_turn env.max_turns=3 task.instruction=null \
   "env.demo=[{role: user, content: '$Q 52 - 17 + 8 ='}, {role: assistant, content: '43'}, {role: user, content: '$Q 610 + 95 - 7 - 230 ='}, {role: assistant, content: '468'}]"
-.venv/bin/python - tools tools_none <<'PY'
+.venv/bin/python - "tools$TAG" "tools_none$TAG" <<'PY'
 import json, sys
 for name in sys.argv[1:]:
     rows = [json.loads(line) for line in open(f"runs/{name}/metrics.jsonl")]
