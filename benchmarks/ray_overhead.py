@@ -1,8 +1,10 @@
 """What the Ray backend costs on one machine, and what generating ahead buys: the quickstart's steps
-with one process, then Ray with 1 and 2 rollout workers, synchronous and with staleness 1, in one run.
+with one process, then Ray with 1 and 2 rollout workers, synchronous and with staleness 1, and weights
+over a gloo channel per worker instead of the object store, in one run.
 
-    .venv/bin/python -m benchmarks.ray_overhead [--steps 6] [key=value ...]
+    .venv/bin/python -m benchmarks.ray_overhead [--steps 6] [--only TEXT] [key=value ...]
 
+``--only TEXT`` runs the arms whose names contain TEXT (and the single process, the baseline).
 Each arm trains from the starting weights for ``--steps`` steps (held-out evaluation cut to 8
 problems, at the end only); the first step (engine warm-up) is left out. Prints the median seconds
 per step, generated tokens per second, the median of each phase (generate, score, update, push, and
@@ -22,7 +24,8 @@ ARMS = [("single process", []),
         ("ray, 1 worker, sync", ["distributed.backend=ray", "distributed.rollout_workers=1"]),
         ("ray, 2 workers, sync", ["distributed.backend=ray", "distributed.rollout_workers=2"]),
         ("ray, 1 worker, staleness 1", ["distributed.backend=ray", "distributed.rollout_workers=1", "distributed.max_staleness=1"]),
-        ("ray, 2 workers, staleness 1", ["distributed.backend=ray", "distributed.rollout_workers=2", "distributed.max_staleness=1"])]
+        ("ray, 2 workers, staleness 1", ["distributed.backend=ray", "distributed.rollout_workers=2", "distributed.max_staleness=1"]),
+        ("ray, 2 workers, sync, gloo", ["distributed.backend=ray", "distributed.rollout_workers=2", "distributed.weight_transport=gloo"])]
 PHASES = ["time/generate", "time/score", "time/rollout_wait", "time/update", "time/push"]
 
 
@@ -47,11 +50,14 @@ def main(argv: list[str]) -> None:
     from hone.runtime import cpu_description
 
     steps = int(argv[argv.index("--steps") + 1]) if "--steps" in argv else 6
-    extra = [a for a in argv if "=" in a]
+    only = argv[argv.index("--only") + 1] if "--only" in argv else ""
+    extra = [a for a in argv if "=" in a and a != only]
     print(f"cpu: {cpu_description()}; recipes/quickstart.yaml, {steps} steps per arm (first left out) {' '.join(extra)}", flush=True)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides in ARMS:
+            if only not in name and name != "single process":
+                continue
             results[name] = arm(name, overrides, steps, extra, Path(tmp))
             print(f"  {name}: {results[name]['s/step']:.2f} s/step", flush=True)
     base = results["single process"]["s/step"]

@@ -434,13 +434,19 @@ class DistributedConfig:
     call_timeout_s: float = 900.0  # a rollout or evaluation call that takes longer fails over: the worker is killed, restarted and its prompts sent again
     weight_timeout_s: float = 120.0  # the same for loading a weight version or starting a worker
     max_restarts: int = 3  # restarts of one worker before the run stops with an error naming it
+    worker_gpus: float = 0.0  # GPUs each worker reserves (Ray's num_gpus); 0 keeps workers on CPUs
+    weight_transport: Literal["auto", "store", "nccl", "gloo"] = "auto"  # how weight versions reach workers: store is Ray's object store; nccl sends GPU to GPU over a channel per worker; gloo the same over TCP; auto is nccl when workers have GPUs and the learner trains on one, else store
 
     def __post_init__(self) -> None:
         _coerce(self)
         _at_least(self, rollout_workers=1, max_staleness=0, max_restarts=0)
         _above(self, worker_cpus=0, call_timeout_s=0, weight_timeout_s=0)
+        _at_least(self, worker_gpus=0)
+        rule = "needs a GPU on every worker: set distributed.worker_gpus=1 (or use weight_transport store or gloo)"
+        _require(self.weight_transport != "nccl" or self.worker_gpus > 0, "weight_transport", rule, self.weight_transport)
         if self.backend == "none":
-            for name, default in (("rollout_workers", 1), ("max_staleness", 0), ("address", None)):
+            for name, default in (("rollout_workers", 1), ("max_staleness", 0), ("address", None), ("worker_gpus", 0.0),
+                                  ("weight_transport", "auto")):
                 value = getattr(self, name)
                 _require(value == default, name, "needs distributed.backend=ray (backend none runs everything in this process)", value)
 

@@ -392,3 +392,31 @@ def test_distributed_settings_need_the_ray_backend_and_staleness_turns_on_the_im
     kept = load_config("recipes/quickstart.yaml", ["distributed.backend=ray", "distributed.max_staleness=1", "algorithm.tis_cap=4"])
     assert kept.algorithm.tis_cap == 4.0
     assert load_config("recipes/quickstart.yaml", []).algorithm.tis_cap is None
+
+
+def test_the_nccl_weight_transport_needs_gpus_on_the_workers_and_the_ray_backend():
+    with pytest.raises(ConfigError, match=r"distributed.weight_transport: needs a GPU on every worker: set distributed.worker_gpus=1 .*got 'nccl'"):
+        load_config("recipes/quickstart.yaml", ["distributed.backend=ray", "distributed.weight_transport=nccl"])
+    with pytest.raises(ConfigError, match=r"distributed.weight_transport: needs distributed.backend=ray .*got 'gloo'"):
+        load_config("recipes/quickstart.yaml", ["distributed.weight_transport=gloo"])
+    with pytest.raises(ConfigError, match=r"distributed.weight_transport: .*'tcp'"):
+        load_config("recipes/quickstart.yaml", ["distributed.backend=ray", "distributed.weight_transport=tcp"])
+    with pytest.raises(ConfigError, match=r"distributed.worker_gpus: must be >= 0, got -1"):
+        load_config("recipes/quickstart.yaml", ["distributed.backend=ray", "distributed.worker_gpus=-1"])
+    cfg = load_config("recipes/quickstart.yaml", ["distributed.backend=ray", "distributed.worker_gpus=1", "distributed.weight_transport=nccl"])
+    assert (cfg.distributed.worker_gpus, cfg.distributed.weight_transport) == (1.0, "nccl")
+
+
+def test_auto_weight_transport_is_nccl_only_for_gpu_workers_of_a_gpu_learner():
+    pytest.importorskip("ray")
+    import torch
+
+    from hone.distributed.ray_rollouts import WorkerFailed, weight_transport
+
+    def resolved(device, *extra):
+        return weight_transport(load_config("recipes/quickstart.yaml", ["distributed.backend=ray", *extra]).distributed, torch.device(device))
+
+    assert resolved("cpu") == "store" and resolved("cpu", "distributed.worker_gpus=1") == "store"
+    assert resolved("cpu", "distributed.weight_transport=gloo") == "gloo"
+    with pytest.raises(WorkerFailed, match=r"nccl sends from the learner's GPU, but train.device is cpu"):
+        resolved("cpu", "distributed.worker_gpus=1", "distributed.weight_transport=nccl")

@@ -3,8 +3,9 @@
 :class:`RayRolloutWorker` builds a :class:`~hone.rollout.worker.RolloutWorker` from the run's Config in
 its own process, with its own copy of the policy, engine and scoring pool: generation and sandboxed
 scoring happen here, off the learner's critical path. Its methods are typed and called directly
-(``actor.rollout.remote(shard)``); weights arrive as a reference into Ray's object store, so every
-worker on a machine reads the same copy.
+(``actor.rollout.remote(shard)``). Weights arrive as a reference into Ray's object store (``load``), so every
+worker on a machine reads the same copy, or over the worker's own collective channel (``connect``, then
+``receive``; ``hone.distributed.collective``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class RayRolloutWorker:
         policy = load_model(cfg.model).eval().requires_grad_(False)  # version 0: the run's starting weights
         task = make_task(cfg.task)
         self.worker = RolloutWorker.from_config(cfg, tokenizer, policy, task, load_reward_model(cfg, "cpu"), shared=False)
+        self.channel = None  # the collective channel to the learner, once connect() has run
 
     def info(self) -> WorkerInfo:
         import ray
@@ -74,6 +76,26 @@ class RayRolloutWorker:
             self.worker.load_weights(version, unpack(ray.get(box[0])))
         return version
 
+    def connect(self, spec) -> None:
+        """Join the learner's end of a new channel (``spec``: a :class:`~hone.distributed.collective.ChannelSpec`)."""
+        from hone.distributed.collective import Channel
+
+        if self.channel is not None:
+            self.channel.close()
+        self.channel = Channel.join(spec)
+
+    def receive(self, version: int, layout) -> int:
+        """Take weight ``version`` from the channel (``layout``: a :class:`~hone.distributed.collective.Layout`).
+        The learner sent it for this call, so it is received even where the version is already held."""
+        from hone.distributed.collective import unflatten
+
+        if self.channel is None:
+            raise RuntimeError(f"rollout worker {self.index} has no weight channel; connect() comes first")
+        buffer = self.channel.receive(layout.nbytes)
+        if version != self.worker.version:
+            self.worker.load_weights(version, unflatten(layout, buffer))
+        return version
+
     def rollout(self, shard: Shard) -> ShardResult:
         from hone.rollout.source import stamp, step_sampling
 
@@ -88,4 +110,6 @@ class RayRolloutWorker:
         return self.worker.evaluate(cfg, problems)
 
     def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
         self.worker.close()

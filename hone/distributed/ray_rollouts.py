@@ -13,8 +13,12 @@ for a weight load), counted from when the call reaches the front of its worker's
 whose process dies (Ray reports it at once) or whose call times out (it is killed) is restarted by
 Ray; everything it still owed is sent again, weights first. Sample ids (``step:problem:sample``)
 keep each rollout once. A worker that fails more than ``max_restarts`` times stops the run with an
-error naming it. Weights travel through Ray's object store: one ``ray.put`` per version, read by
-every worker on a machine from shared memory.
+error naming it.
+
+Weights travel through Ray's object store (one ``ray.put`` per version, read by every worker on a
+machine from shared memory), or with ``distributed.weight_transport: nccl`` (or ``gloo``) over a
+channel per worker (``hone.distributed.collective``). A replaced worker joins a new channel before
+anything it owed is sent again.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from hone.data.records import Problem, ScoredGroup
 from hone.data.tasks import ProblemStream
 from hone.learner.learner import TrainingStopped
 from hone.distributed.actor import RayRolloutWorker, Shard, ShardResult, WorkerInfo
+from hone.distributed.collective import Rendezvous, flatten
 from hone.distributed.weights import pack
 from hone.rollout.evaluate import EvalReport
 from hone.rollout.source import lineage
+from hone.runtime import resolve_device
 
 POLL_S = 0.25  # how often waiting checks the timeouts
 logger = logging.getLogger(__name__)
@@ -99,13 +105,17 @@ class RayRollouts:
         if total < cpus * self.dist.rollout_workers:
             raise WorkerFailed(f"distributed.rollout_workers: {self.dist.rollout_workers} workers x {cpus:g} CPUs do not fit "
                                f"the Ray cluster's {total:g} CPUs; lower rollout_workers or distributed.worker_cpus")
+        self.transport = weight_transport(self.dist, resolve_device(cfg.train.device))
         remote = ray.remote(actor_class).options(
-            num_cpus=cpus, max_restarts=-1, max_task_retries=0,  # Ray restarts a dead worker; hone counts and bounds (max_restarts)
+            num_cpus=cpus, num_gpus=self.dist.worker_gpus, max_restarts=-1, max_task_retries=0,  # Ray restarts a dead worker; hone counts and bounds (max_restarts)
             scheduling_strategy="SPREAD" if self.dist.placement == "spread" else "DEFAULT")
         self.slots = [Slot(i, remote.remote(cfg, i, max(1, int(cpus)))) for i in range(self.dist.rollout_workers)]
         self.jobs: deque[Job] = deque()  # submitted steps, oldest first
         self.next_step: int | None = None
-        self.version, self.weights = 0, {}  # published version; its object-store reference (version 0: the workers' own)
+        self.version, self.weights = 0, {}  # published version -> object-store reference, or (layout, buffer) for a channel
+        self.rendezvous = None if self.transport == "store" else Rendezvous(self.transport, self.dist.weight_timeout_s)
+        self.channels: dict = {}  # worker index -> the learner's end of its channel
+        self.spare: list[torch.Tensor] = []  # a channel buffer whose version is no longer needed, for the next publish
         self.outstanding: dict = {}  # ObjectRef -> (slot, call)
         self.finished: dict[int, object] = {}  # ticket -> evaluation report
         self.tickets = 0
@@ -115,6 +125,7 @@ class RayRollouts:
         for slot in self.slots:  # a worker that cannot start (a bad model path, no vLLM) fails here, with its error
             try:
                 slot.info = ray.get(slot.actor.info.remote(), timeout=self.dist.weight_timeout_s)
+                self._connect(slot)
             except Exception as error:  # noqa: BLE001 - reported with the worker's name, then raised
                 self.close()
                 raise WorkerFailed(f"{slot.name()} did not start: {one_line(error)}") from None
@@ -148,14 +159,20 @@ class RayRollouts:
         return groups
 
     def publish(self, version: int, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        self.weights[version] = ray.put(pack(weights))  # one copy in the store, read in place by every worker on a machine
+        if self.rendezvous is None:
+            self.weights[version] = ray.put(pack(weights))  # one copy in the store, read in place by every worker on a machine
+        else:  # one buffer on the channel's device (the learner's GPU for nccl), sent to each worker as its load comes up
+            self.weights[version] = flatten(weights, self.rendezvous.device, self.spare.pop() if self.spare else None)
         self.version = version
         for slot in self.slots:
             self._send(slot, "load", version)
         if self.dist.max_staleness == 0:  # synchronous: the next step starts from these weights, so wait (and time it) here
             self._pump(lambda: not any(call.kind == "load" for slot in self.slots for call in slot.calls))
         needed = {version} | {s.payload.version for slot in self.slots for s in slot.calls if s.kind == "rollout"}
-        self.weights = {v: ref for v, ref in self.weights.items() if v in needed}
+        for v in [v for v in self.weights if v not in needed]:
+            dropped = self.weights.pop(v)
+            if self.rendezvous is not None and not any(kept is dropped[1] for c in self.channels.values() for _, kept in c.pending):
+                self.spare = [dropped[1]]  # delivered everywhere: the next version is written into it
 
     def evaluate(self, cfg, problems: list[Problem]) -> EvalReport:
         ticket = self._send(self.slots[0], "evaluate", (cfg, list(problems), self.version))
@@ -181,6 +198,9 @@ class RayRollouts:
             self.next_step = step + 1
 
     def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
+        self.channels = {}
         for slot in self.slots:
             try:
                 ray.get(slot.actor.close.remote(), timeout=10)
@@ -211,7 +231,12 @@ class RayRollouts:
         call = Call(ticket, kind, payload)
         if kind == "load":
             slot.version = payload
-            call.ref = slot.actor.load.remote(payload, [self.weights[payload]]) if payload in self.weights else None
+            if payload in self.weights and self.rendezvous is not None:
+                layout, buffer = self.weights[payload]
+                call.ref = slot.actor.receive.remote(payload, layout)
+                self.channels[slot.index].send(buffer)  # posted now; the worker takes it when this call comes up
+            elif payload in self.weights:
+                call.ref = slot.actor.load.remote(payload, [self.weights[payload]])
         elif kind == "rollout":
             call.ref = slot.actor.rollout.remote(payload)
         else:
@@ -248,6 +273,8 @@ class RayRollouts:
             return
         except Exception as error:  # noqa: BLE001 - an error in hone's or the user's code on the worker: not retried
             raise WorkerFailed(f"{slot.name()}: {call.kind} raised {one_line(error)}") from None
+        if call.kind == "load" and slot.index in self.channels:
+            self.channels[slot.index].delivered()
         if call.kind == "rollout":
             self._accept(call.ticket, value)
         elif call.kind == "evaluate":
@@ -282,6 +309,9 @@ class RayRollouts:
             self.outstanding.pop(call.ref, None)
         slot.calls.clear()
         self._await_restart(slot)
+        if slot.info.pid == pid and self.rendezvous is not None:  # alive, but its channel may be mid-transfer: start it afresh
+            ray.kill(slot.actor, no_restart=False)
+            self._await_restart(slot)
         if slot.info.pid != pid:  # not a moment's unreachability: the process died or was killed
             self.failures.append((detected, f"{name} {what}"))
             self.restarts += 1
@@ -292,9 +322,29 @@ class RayRollouts:
             logger.warning("%s %s, detected at %.3f (unix time); restarted as pid %d in %.1f s, %d call(s) sent again", name, what,
                            detected, slot.info.pid, time.time() - detected, sum(c.kind != "load" for c in owed))
             slot.version = 0  # a restarted worker holds the starting weights
+            self._connect(slot)  # a new process: a new channel, before the loads below use it
         for call in sorted(owed, key=lambda c: c.ticket):
             if call.kind != "load":  # loads are re-sent as the calls that need them are
                 self._send(slot, call.kind, call.payload, call.ticket)
+
+    def _connect(self, slot: Slot) -> None:
+        """Open a new weight channel to ``slot``'s worker (dropping any old one); nothing to do with the object store."""
+        if self.rendezvous is None:
+            return
+        old = self.channels.pop(slot.index, None)
+        if old is not None:
+            old.close()
+        spec = self.rendezvous.spec(f"worker{slot.index}")
+        joined = slot.actor.connect.remote(spec)
+        try:
+            self.channels[slot.index] = self.rendezvous.open(spec)
+            ray.get(joined, timeout=self.dist.weight_timeout_s)
+        except Exception as error:  # noqa: BLE001 - the worker's error, if it raised one, says more than the learner's
+            try:
+                ray.get(joined, timeout=1)
+            except Exception as theirs:  # noqa: BLE001
+                error = theirs
+            raise WorkerFailed(f"{slot.name()} could not open its {self.transport} weight channel: {one_line(error)}") from None
 
 
     def _await_restart(self, slot: Slot) -> None:
@@ -314,6 +364,21 @@ class RayRollouts:
                 break
         raise WorkerFailed(f"{slot.name()} did not come back within {self.dist.weight_timeout_s:g} s of a restart "
                            f"(distributed.weight_timeout_s)")
+
+
+def weight_transport(dist, device: torch.device) -> str:
+    """``distributed.weight_transport`` resolved for a learner on ``device``: auto is nccl when the workers have
+    GPUs and the learner trains on one, else Ray's object store."""
+    transport = dist.weight_transport
+    if transport == "auto":
+        transport = "nccl" if dist.worker_gpus > 0 and device.type == "cuda" else "store"
+    if transport == "nccl":
+        if device.type != "cuda":
+            raise WorkerFailed(f"distributed.weight_transport: nccl sends from the learner's GPU, but train.device is {device}; "
+                               f"train on cuda, or use store or gloo")
+        if device.index is not None:  # the channel's buffers and communicators live on the learner's device
+            torch.cuda.set_device(device)
+    return transport
 
 
 def connect(dist) -> None:

@@ -48,10 +48,12 @@ def single_process(tiny_folder, tmp_path_factory):
     return traced_run(load_config("recipes/quickstart.yaml", tiny_overrides(tiny_folder, tmp_path_factory.mktemp("one") / "run")))
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_synchronous_ray_repeats_the_single_process_run(local_ray, tiny_folder, tmp_path, single_process, workers):
+@pytest.mark.parametrize("workers, transport", [(1, "auto"), (2, "auto"), (2, "gloo")])
+def test_synchronous_ray_repeats_the_single_process_run(local_ray, tiny_folder, tmp_path, single_process, workers, transport):
+    """Weights through the object store (auto, on CPUs) or over a channel per worker (gloo): the same run either way."""
     cfg = load_config("recipes/quickstart.yaml", tiny_overrides(tiny_folder, tmp_path / "run", "distributed.backend=ray",
-                                                                f"distributed.rollout_workers={workers}"))
+                                                                f"distributed.rollout_workers={workers}",
+                                                                f"distributed.weight_transport={transport}"))
     rollouts, weights, run_dir = traced_run(cfg)
     one_rollouts, one_weights, _ = single_process
     assert rollouts == one_rollouts  # token for token, reward for reward, each stamped with the version that generated it
@@ -119,6 +121,50 @@ def test_a_worker_killed_mid_rollout_is_replaced_and_no_sample_is_lost_or_double
         one.close()
     # the redispatched shard drew the same samples the lost one would have: one process's step, token for token
     assert [t.completion_ids for g in groups for t in g.rollouts] == [t.completion_ids for g in expected for t in g.rollouts]
+
+
+def test_a_worker_replaced_between_steps_gets_its_weights_over_a_new_channel(local_ray, tiny_folder, tmp_path, tokenizer):
+    """gloo transport: worker 0 is killed after taking version 1; its replacement joins a new channel, receives
+    version 1 there, and generates step 2 as one process holding version 1 does."""
+    from hone.distributed.ray_rollouts import RayRollouts
+    from hone.models import load_model
+    from hone.rollout.source import LocalRollouts
+    from hone.rollout.worker import RolloutWorker
+
+    cfg = load_config("recipes/quickstart.yaml", tiny_overrides(tiny_folder, tmp_path / "run", "distributed.backend=ray",
+                                                                "distributed.rollout_workers=2", "distributed.weight_transport=gloo"))
+    g = torch.Generator().manual_seed(0)
+    version1 = [(k, v + 0.5 * torch.randn(v.shape, generator=g)) for k, v in load_model(str(tiny_folder)).state_dict().items()]
+    rollouts = RayRollouts(cfg, ProblemStream(make_task(cfg.task), cfg.train.seed), tokenizer)
+    try:
+        assert rollouts.transport == "gloo" and sorted(rollouts.channels) == [0, 1]
+        rollouts.collect(1)
+        rollouts.publish(1, version1)  # synchronous: both workers hold version 1 when this returns
+        assert all(not channel.pending for channel in rollouts.channels.values())  # so no version's buffer is kept past its load
+        pid = rollouts.slots[0].info.pid
+        os.kill(pid, signal.SIGKILL)
+        groups = rollouts.collect(2)
+        assert rollouts.metrics()["distributed/worker_restarts"] == 1 and rollouts.slots[0].info.pid != pid
+        assert {t.policy_version for g in groups for t in g.rollouts} == {1}
+    finally:
+        rollouts.close()
+
+    def local_step_two(publish: bool):
+        task = make_task(cfg.task)
+        local = load_config("recipes/quickstart.yaml", tiny_overrides(tiny_folder, tmp_path / "local"))
+        worker = RolloutWorker.from_config(local, tokenizer, load_model(local.model), task, shared=False)  # a copy that publish fills
+        one = LocalRollouts(local, worker, ProblemStream(task, 0))
+        try:
+            one.collect(1)
+            if publish:
+                one.publish(1, version1)
+            return [t.completion_ids for g in one.collect(2) for t in g.rollouts]
+        finally:
+            one.close()
+
+    expected = local_step_two(publish=True)
+    assert [t.completion_ids for g in groups for t in g.rollouts] == expected
+    assert expected != local_step_two(publish=False)  # version 1 samples differently, so the match above says it arrived
 
 
 def cpu_seconds(pid: int) -> float:
