@@ -4,6 +4,7 @@ Over gloo on any machine; over NCCL where there are two GPUs (a learner and a wo
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import time
 
@@ -49,7 +50,10 @@ def worker_end(spec: ChannelSpec, layouts, device: str, out) -> None:
         torch.cuda.set_device(device)
     channel = Channel.join(spec)
     for layout in layouts:
-        out.put([(name, tensor.cpu().clone()) for name, tensor in unflatten(layout, channel.receive(layout.nbytes))])  # copied out before the next receive
+        received = unflatten(layout, channel.receive(layout.nbytes))
+        saved = io.BytesIO()  # bytes, copied out before the next receive; a queued tensor would travel as a shared fd that dies with this process
+        torch.save([(name, tensor.cpu().clone()) for name, tensor in received], saved)
+        out.put(saved.getvalue())
     channel.close()
 
 
@@ -81,8 +85,9 @@ def exchange(backend: str, learner_device: str, worker_device: str):
     return received
 
 
-def check_versions(received) -> None:
-    for seed, got in zip((1, 2), received):
+def check_versions(received: list[bytes]) -> None:
+    for seed, saved in zip((1, 2), received):
+        got = torch.load(io.BytesIO(saved))
         for (name, sent), (got_name, tensor) in zip(weights(seed), got):
             assert got_name == name and torch.equal(tensor, sent), name
 
