@@ -37,6 +37,8 @@ from typing import Iterable, Literal
 
 import torch
 
+from hone.distributed.weights import distinct
+
 ALIGN = 16  # bytes; any dtype's view of a slice that starts on it is aligned
 Backend = Literal["nccl", "gloo"]
 
@@ -68,23 +70,17 @@ def flatten(weights: Iterable[tuple[str, torch.Tensor]], device: torch.device | 
     >>> [(e.name, e.dtype, e.offset) for e in layout.entries], layout.nbytes, layout.aliases
     ([('a', 'float32', 0), ('b', 'bfloat16', 16)], 32, (('tied', 'a'),))
     """
-    tensors, entries, aliases, seen, offset = [], [], [], {}, 0
-    for name, tensor in weights:
-        tensor = tensor.detach()
-        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
-        if key in seen:
-            aliases.append((name, seen[key]))
-            continue
-        seen[key] = name
+    unique, aliases = distinct(weights)
+    entries, offset = [], 0
+    for name, tensor in unique:
         entries.append(Entry(name, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape), offset))
-        tensors.append(tensor)
         offset += -(-tensor.numel() * tensor.element_size() // ALIGN) * ALIGN
     fits = spare is not None and spare.numel() == offset and spare.device == torch.device(device)
     buffer = spare if fits else torch.empty(offset, dtype=torch.uint8, device=device)
-    for entry, tensor in zip(entries, tensors):
+    for entry, (_, tensor) in zip(entries, unique):
         raw = tensor.contiguous().reshape(-1).view(torch.uint8)
         buffer[entry.offset : entry.offset + raw.numel()].copy_(raw)
-    return Layout(tuple(entries), offset, tuple(aliases)), buffer
+    return Layout(tuple(entries), offset, aliases), buffer
 
 
 def unflatten(layout: Layout, buffer: torch.Tensor) -> list[tuple[str, torch.Tensor]]:

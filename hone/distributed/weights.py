@@ -33,19 +33,35 @@ def pack(weights: Iterable[tuple[str, torch.Tensor]]) -> Packed:
     >>> p.names, [a.dtype.name for a in p.arrays], p.aliases
     (('a', 'b'), ['float32', 'int16'], (('tied', 'a'),))
     """
-    names, arrays, bf16, aliases, seen = [], [], [], [], {}
+    unique, aliases = distinct(weights)
+    names, arrays, bf16 = [], [], []
+    for name, tensor in unique:
+        tensor = tensor.cpu().contiguous()
+        names.append(name)
+        is_bf16 = tensor.dtype == torch.bfloat16
+        arrays.append((tensor.view(torch.int16) if is_bf16 else tensor).numpy())
+        bf16.append(is_bf16)
+    return Packed(tuple(names), tuple(arrays), tuple(bf16), aliases)
+
+
+def distinct(weights: Iterable[tuple[str, torch.Tensor]]) -> tuple[list[tuple[str, torch.Tensor]], tuple[tuple[str, str], ...]]:
+    """``(unique, aliases)``: each tensor once (detached), and ``(name, earlier name)`` for every tensor that is an
+    earlier one's memory under another name (a tied output embedding), judged where the tensors live.
+
+    >>> w = torch.ones(2)
+    >>> unique, aliases = distinct([("a", w), ("tied", w), ("b", w.clone())])
+    >>> [name for name, _ in unique], aliases
+    (['a', 'b'], (('tied', 'a'),))
+    """
+    unique, aliases, seen = [], [], {}
     for name, tensor in weights:
-        tensor = tensor.detach().cpu().contiguous()
         key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
         if key in seen:
             aliases.append((name, seen[key]))
             continue
         seen[key] = name
-        names.append(name)
-        is_bf16 = tensor.dtype == torch.bfloat16
-        arrays.append((tensor.view(torch.int16) if is_bf16 else tensor).numpy())
-        bf16.append(is_bf16)
-    return Packed(tuple(names), tuple(arrays), tuple(bf16), tuple(aliases))
+        unique.append((name, tensor.detach()))
+    return unique, tuple(aliases)
 
 
 def unpack(packed: Packed) -> list[tuple[str, torch.Tensor]]:
