@@ -439,9 +439,8 @@ class DistributedConfig:
 
     def __post_init__(self) -> None:
         _coerce(self)
-        _at_least(self, rollout_workers=1, max_staleness=0, max_restarts=0)
+        _at_least(self, rollout_workers=1, max_staleness=0, max_restarts=0, worker_gpus=0)
         _above(self, worker_cpus=0, call_timeout_s=0, weight_timeout_s=0)
-        _at_least(self, worker_gpus=0)
         rule = "needs a GPU on every worker: set distributed.worker_gpus=1 (or use weight_transport store or gloo)"
         _require(self.weight_transport != "nccl" or self.worker_gpus > 0, "weight_transport", rule, self.weight_transport)
         if self.backend == "none":
