@@ -116,7 +116,7 @@ class Channel:
         import torch.distributed as dist
 
         self.spec, self.rank = spec, rank
-        self.device = torch.device("cuda", torch.cuda.current_device()) if spec.backend == "nccl" else torch.device("cpu")
+        self.device = buffer_device(spec.backend)
         timeout = datetime.timedelta(seconds=spec.timeout_s)
         prefixed = dist.PrefixStore(spec.prefix, store)
         if spec.backend == "gloo":
@@ -189,7 +189,7 @@ class Rendezvous:
         import torch.distributed as dist
 
         self.backend, self.timeout_s = backend, timeout_s
-        self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")  # the buffers'
+        self.device = buffer_device(backend)
         self.host = host or _node_ip()
         self.store = dist.TCPStore(self.host, 0, is_master=True, wait_for_workers=False,
                                    timeout=datetime.timedelta(seconds=timeout_s))
@@ -204,9 +204,15 @@ class Rendezvous:
         """The learner's end of ``spec`` (the worker joins it at the same time), after the opening byte went through."""
         channel = Channel(spec, 0, self.store)
         channel.send(torch.ones(1, dtype=torch.uint8, device=channel.device))
-        work, _ = channel.pending.pop()
-        work.wait(datetime.timedelta(seconds=spec.timeout_s))
+        if channel.broken is not None:
+            raise channel.broken
+        channel.delivered()
         return channel
+
+
+def buffer_device(backend: Backend) -> torch.device:
+    """Where a channel's buffers live: the current GPU for nccl, the CPU for gloo."""
+    return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
 
 def _node_ip() -> str:

@@ -115,7 +115,7 @@ class RayRollouts:
         self.version, self.weights = 0, {}  # published version -> object-store reference, or (layout, buffer) for a channel
         self.rendezvous = None if self.transport == "store" else Rendezvous(self.transport, self.dist.weight_timeout_s)
         self.channels: dict = {}  # worker index -> the learner's end of its channel
-        self.spare: list[torch.Tensor] = []  # a channel buffer whose version is no longer needed, for the next publish
+        self.spare: torch.Tensor | None = None  # a channel buffer whose version is no longer needed, for the next publish
         self.outstanding: dict = {}  # ObjectRef -> (slot, call)
         self.finished: dict[int, object] = {}  # ticket -> evaluation report
         self.tickets = 0
@@ -162,7 +162,7 @@ class RayRollouts:
         if self.rendezvous is None:
             self.weights[version] = ray.put(pack(weights))  # one copy in the store, read in place by every worker on a machine
         else:  # one buffer on the channel's device (the learner's GPU for nccl), sent to each worker as its load comes up
-            self.weights[version] = flatten(weights, self.rendezvous.device, self.spare.pop() if self.spare else None)
+            self.weights[version], self.spare = flatten(weights, self.rendezvous.device, self.spare), None
         self.version = version
         for slot in self.slots:
             self._send(slot, "load", version)
@@ -172,7 +172,7 @@ class RayRollouts:
         for v in [v for v in self.weights if v not in needed]:
             dropped = self.weights.pop(v)
             if self.rendezvous is not None and not any(kept is dropped[1] for c in self.channels.values() for _, kept in c.pending):
-                self.spare = [dropped[1]]  # delivered everywhere: the next version is written into it
+                self.spare = dropped[1]  # delivered everywhere: the next version is written into it
 
     def evaluate(self, cfg, problems: list[Problem]) -> EvalReport:
         ticket = self._send(self.slots[0], "evaluate", (cfg, list(problems), self.version))
