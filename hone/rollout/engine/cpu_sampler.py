@@ -47,13 +47,15 @@ def sample_from_logprobs(logprobs: Tensor, *, block: int = BLOCK) -> Tensor:
     total = cdf[:, -1:]
     # u in [0, total): the product of a uniform below 1 and total can round up to total itself
     u = torch.minimum(torch.rand(rows, 1, device=p.device) * total, torch.nextafter(total, torch.zeros_like(total)))
-    chosen = torch.searchsorted(cdf, u, right=True)  # the first block whose running mass passes u: mass > 0
+    # the first block whose running mass passes u, so its mass > 0 (the clamps only catch a NaN row, which
+    # gets some token of the vocabulary rather than an index error, as vLLM's own sampler gives one)
+    chosen = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1)
     start = cdf.gather(1, chosen) - mass.gather(1, chosen)  # running mass before the chosen block
     local = p[torch.arange(rows, device=p.device), chosen[:, 0]].cumsum(-1)  # (B, block)
     end = local[:, -1:]
     rest = torch.minimum((u - start).clamp_(min=0), torch.nextafter(end, torch.zeros_like(end)))
     within = torch.searchsorted(local, rest, right=True)  # local[i] > rest >= local[i - 1], so p_i > 0
-    return (chosen * block + within)[:, 0]
+    return (chosen * block + within)[:, 0].clamp_(max=vocab - 1)
 
 
 def sample_reference(logprobs: Tensor, draws: int = 1) -> Tensor:

@@ -61,3 +61,11 @@ def test_the_global_seed_repeats_the_draws():
     torch.manual_seed(5)
     assert torch.equal(first, sample_from_logprobs(logprobs))
     assert not torch.equal(first, sample_from_logprobs(logprobs))
+
+
+def test_a_nan_row_gets_a_token_of_the_vocabulary():
+    """A diverged model's NaN logits must not crash the engine with an index error (vLLM's sampler returns a token too)."""
+    logprobs = torch.randn(2, 1000).log_softmax(-1)
+    logprobs[1] = float("nan")
+    tokens = sample_from_logprobs(logprobs)
+    assert 0 <= int(tokens[1]) < 1000
