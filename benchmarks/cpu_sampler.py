@@ -4,7 +4,7 @@
 
 One compiled bf16 vLLM engine as ``make bench`` runs it (the embedded model, the quickstart's first 8
 prompts x 8 samples, at most 64 new tokens, temperature 1). Each round generates once with
-``hone.rollout.engine.cpu_sampler`` and once with vLLM's Gumbel-max sampler (the order alternating),
+``hone.rollout.engine.sampling`` and once with vLLM's Gumbel-max sampler (the order alternating),
 so the two share the machine's state; it prints the median tokens/s of each and their ratio, and the
 time of one sampling call of each at 64 rows of the vocabulary. With ``--min-new-tokens 64`` (the
 default) every sample is 64 tokens, so both do the same work. Nothing here is a test.
@@ -31,7 +31,7 @@ def use(llm, hone: bool) -> None:
 
 def sampling_ms(vocab: int, rows: int = 64, repeats: int = 50) -> tuple[float, float]:
     """Milliseconds of one draw at ``rows`` x ``vocab`` from log-probs: hone's, and vLLM's ``fused_gumbel_argmax``."""
-    from hone.rollout.engine.cpu_sampler import sample_from_logprobs
+    from hone.rollout.engine.sampling import sample_from_logprobs
 
     logits = torch.randn(rows, vocab) * 3
     logprobs = logits.log_softmax(-1)

@@ -15,6 +15,7 @@ import torch
 from hone.data.padding import left_pad, positions
 from hone.rollout.engine import (Generation, Partial, SamplingParams, StopCallback, ask, check_every, completes_stop, derive_seed,
                                  stop_tail, stop_text)
+from hone.rollout.engine.sampling import row_uniforms, sample_from_logprobs
 from hone.runtime import autocast, device_of
 
 
@@ -109,10 +110,7 @@ class HFEngine:
                     nxt = logprobs.argmax(-1)
                 else:
                     logprobs = sampling_logprobs(logits, params.temperature, params.top_p)
-                    # exponential race: argmax p_i / E_i with E_i ~ Exp(1) samples i with probability p_i,
-                    # and is several times cheaper than torch.multinomial over a 49k vocabulary
-                    race = exponential_noise(logprobs, generators)
-                    nxt = (logprobs.exp() / race).argmax(-1)
+                    nxt = sample_from_logprobs(logprobs, row_uniforms(generators, device))  # each row's number from its own generator
                 nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
                 tokens = torch.cat([tokens, nxt[:, None]], dim=1)
                 logps = torch.cat([logps, logprobs.gather(-1, nxt[:, None]).masked_fill(done[:, None], 0.0)], dim=1)
@@ -165,13 +163,6 @@ class HFEngine:
         else:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Generation(prompt_ids=prompt, completion_ids=ids, text=text, logprobs=logps.tolist(), finish_reason=reason)
-
-
-def exponential_noise(like: torch.Tensor, generators: list) -> torch.Tensor:
-    """Exp(1) noise shaped like ``like`` (rows, vocabulary), row r drawn from ``generators[r]`` (None: unseeded)."""
-    if all(g is None for g in generators):
-        return torch.empty_like(like).exponential_()
-    return torch.stack([torch.empty_like(row).exponential_(generator=g) for row, g in zip(like, generators)])
 
 
 def end_of_sequence_ids(model, tokenizer) -> list[int]:

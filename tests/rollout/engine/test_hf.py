@@ -173,3 +173,20 @@ def test_a_prompts_samples_do_not_depend_on_the_other_prompts_in_its_call(tiny, 
     assert [g.completion_ids for g in alone[0]] == [g.completion_ids for g in whole[1]]
     assert [g.completion_ids for g in whole[1]] != [g.completion_ids for g in engine.generate(PROMPTS, replace(params, seed=12))[1]]
     assert whole[1][0].completion_ids != whole[1][1].completion_ids  # the two samples of one prompt draw apart
+
+
+def test_sampled_tokens_follow_the_models_distribution(tokenizer):
+    """The engine's draw (``hone.rollout.engine.sampling``, each row's number from its own generator): 2,048
+    one-token samples of one prompt at temperature 0.1 against softmax(logits / 0.1) of the same model (the
+    vLLM test's shape, whose logits spread over 39 likely tokens at 0.1; the ``tiny`` fixture's over 2)."""
+    from hone.models import tiny_model
+    from tests.rollout.engine.test_sampling import chi_square
+
+    model = tiny_model(TOKENIZER, hidden_size=128, num_heads=2, seed=0).eval()
+    with torch.no_grad():
+        probs = (model(torch.tensor([PROMPTS[0]])).logits[0, -1].float() / 0.1).softmax(-1)
+    groups = HFEngine(model, tokenizer, batch_size=512).generate([PROMPTS[0]], SamplingParams(max_new_tokens=1, temperature=0.1, n=2048, seed=0))
+    counts = torch.bincount(torch.tensor([g.completion_ids[0] for g in groups[0]]), minlength=len(probs))
+    stat, dof = chi_square(counts, probs)
+    assert dof >= 10, dof  # enough tokens are likely for the test to say something
+    assert stat < dof + 5 * (2 * dof) ** 0.5, (stat, dof)

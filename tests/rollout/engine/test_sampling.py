@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hone.rollout.engine.cpu_sampler import sample_from_logprobs, sample_reference
+from hone.rollout.engine.sampling import row_uniforms, sample_from_logprobs, sample_reference
 
 
 def chi_square(counts: torch.Tensor, probs: torch.Tensor) -> tuple[float, int]:
@@ -69,3 +69,20 @@ def test_a_nan_row_gets_a_token_of_the_vocabulary():
     logprobs[1] = float("nan")
     tokens = sample_from_logprobs(logprobs)
     assert 0 <= int(tokens[1]) < 1000
+
+
+def test_given_uniforms_pick_by_the_distribution_function():
+    # tokens 255 and 256 (either side of a block edge) hold 1/4 and 3/4: u below 1/4 picks 255, above it 256
+    logprobs = torch.full((4, 512), float("-inf"))
+    logprobs[:, 255], logprobs[:, 256] = math.log(0.25), math.log(0.75)
+    assert sample_from_logprobs(logprobs, torch.tensor([0.0, 0.2499, 0.2501, 0.9999999])).tolist() == [255, 255, 256, 256]
+
+
+def test_row_uniforms_come_from_each_rows_generator():
+    first = row_uniforms([torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)], "cpu")
+    again = row_uniforms([torch.Generator().manual_seed(2), torch.Generator().manual_seed(1)], "cpu")
+    assert first.tolist() == again.flip(0).tolist() and first[0] != first[1]  # a row's number follows its generator, not its place
+    torch.manual_seed(3)
+    unseeded = row_uniforms([None, None], "cpu")
+    torch.manual_seed(3)
+    assert torch.equal(unseeded, torch.rand(2)) and ((0 <= unseeded) & (unseeded < 1)).all()
