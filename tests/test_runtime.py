@@ -37,10 +37,13 @@ def test_freed_memory_is_reused_without_page_faults():
 
 def test_compiled_layers_give_the_eager_numbers_and_only_inside_the_training_forward(tiny):
     """Log-probs and every parameter's gradient from the compiled decoder layers equal the eager ones
-    (fp32; fused kernels may reorder sums); outside the forward the layers are the class's own."""
+    (fp32; fused kernels may reorder sums); outside the forward the layers are the class's own. Each layer compiles
+    to one graph: a graph break (transformers' output-capturing hooks once caused one in every layer) would leave
+    part of each layer eager."""
     import copy
 
     import torch
+    from torch._dynamo.utils import counters
 
     from hone.learner.forward import policy_forward
     from hone.runtime import compile_layers
@@ -50,6 +53,7 @@ def test_compiled_layers_give_the_eager_numbers_and_only_inside_the_training_for
     eager, compiled = copy.deepcopy(tiny).train(), copy.deepcopy(tiny).train()
     assert compile_layers(compiled) == tiny.config.num_hidden_layers
     ran = []  # which forward each layer call went through
+    counters.clear()
     for block in compiled.model.layers:
         block.register_forward_pre_hook(lambda module, args: ran.append(vars(module).get("forward") is module.hone_compiled_forward))
     for seed in (0, 1):  # two batches of different lengths
@@ -66,6 +70,7 @@ def test_compiled_layers_give_the_eager_numbers_and_only_inside_the_training_for
         for name, grad in g_eager.items():
             assert float((g_compiled[name] - grad).norm() / grad.norm()) < 1e-5, name
     assert ran and all(ran)
+    assert not counters["graph_break"], dict(counters["graph_break"])
     assert all("forward" not in vars(block) for block in compiled.model.layers)  # generation runs the eager layers
     assert set(compiled.state_dict()) == set(eager.state_dict())  # checkpoints and weight pushes see the same names
 

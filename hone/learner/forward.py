@@ -116,11 +116,13 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
     seg = torch.full((len(rows), total), -1)  # -1: padding at the end of a packed row
     for g, (t, p, s) in enumerate(rows):
         ids[g, : len(t)], pos[g, : len(t)], seg[g, : len(t)] = t, p, s
+    # the body without its head: asking the whole model for its hidden states installs transformers' output-capturing
+    # hooks, whose ContextVar lookup is a graph break in the middle of every compiled layer
     with packed_attention(model, seg, device):
-        out = model(input_ids=ids.to(device), attention_mask=segment_mask(seg)[:, None].to(device), position_ids=pos.to(device),
-                    use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        states = model.get_decoder()(input_ids=ids.to(device), attention_mask=segment_mask(seg)[:, None].to(device),
+                                     position_ids=pos.to(device), use_cache=False).last_hidden_state
     where = where.to(device)
-    return out.hidden_states[-1][where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
+    return states[where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
 
 
 def segment_mask(seg: torch.Tensor) -> torch.Tensor:
