@@ -126,6 +126,8 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
         raise ValueError(f"segment_attention: attention dropout {dropout} is not supported; the packed CPU forward needs 0")
     batch, heads, length, dim = query.shape
     query = query * (dim**-0.5 if scaling is None else scaling)
+    if torch.is_autocast_enabled(query.device.type):  # the scores' matmul would round the scaled queries to this dtype anyway:
+        query = query.to(torch.get_autocast_dtype(query.device.type))  # rounded once here, their gathers move half the bytes
     p = layout.prompt
     prompt_out = _attend(query[:, :, :p], key[:, :, :p], value[:, :, :p], layout.prompt_bias)  # (B, P, H, D)
     segments, width = layout.places.shape
