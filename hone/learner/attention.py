@@ -9,15 +9,13 @@ plain ``softmax(QK^T + bias) V`` does the full arithmetic. Here the scores are c
 mask can be true:
 
 * the prompts: causal attention over the first ``P`` positions of each row (``P`` the longest prompt);
-* the completions: each completion segment, gathered into a ``(segments, C)`` layout, attends to its
-  row's prompt keys and its own keys, ``C x (P + C)`` scores a segment. Segments are sorted by length and
-  padded within ``PARTS`` groups of similar length (``C`` the longest of its group), not all to the longest.
+* the completions: each completion segment, gathered into a ``(segments, C)`` layout (``C`` the longest),
+  attends to its row's prompt keys and its own keys, ``C x (P + C)`` scores a segment.
 
 The outputs are gathered back into the packed row in one index, so autograd sees gathers and matmuls
 only. Both of those gathers read each row whose gradient matters at most once, so their backward is a
-gather by the inverse index too (``_Gather``): index_select's own backward is a scatter-add, which
-inductor compiles to a scalar atomic add per element, 15-20% of the compiled update's backward on a
-2-core Xeon. The scores come out of their matmul in the working dtype (bf16 under autocast) and get the mask as
+gather by the inverse index too (``_Gather``): index_select's own backward is a scatter-add, which inductor
+compiles to a scalar atomic add per element, 15-20% of the compiled update's backward on a 2-core Xeon. The scores come out of their matmul in the working dtype (bf16 under autocast) and get the mask as
 an fp32 bias (``-inf`` where a key is not seen), so the softmax runs in fp32; the scale goes on the
 queries rather than on the scores. Grouped-query attention goes in without copying keys and values per
 query head: each key head's queries are stacked into one matmul. The layout is built once per forward
