@@ -39,60 +39,24 @@ MAX_SPAN = 768  # longest prompt + completion (tokens) that takes this path
 MAX_SCORES = 1 << 23  # most scores a layer (heads x (rows P^2 + segments C (P + C))) that take it: 50 MB a layer kept for the backward
 
 
-class SegmentPart(NamedTuple):
-    """Completion segments of similar length, padded to the longest of them (``C``)."""
-
-    rows: torch.Tensor  # (S,) long, the packed row of each segment
-    places: torch.Tensor  # (S, C) long, the positions of each segment's tokens in its row (0 past its end)
-    bias: torch.Tensor  # (S, 1, 1, C, P + C) fp32: 0 where a query sees a key of [prompt keys | own keys], -inf elsewhere
-
-
 class SegmentLayout(NamedTuple):
     """Where each packed token's attention is computed, for rows of ``length`` tokens (see the module docstring)."""
 
     prompt: int  # P, the longest prompt; positions [0, P) of every row go through the prompt part
-    parts: tuple[SegmentPart, ...]  # the completion segments, shortest first, in PARTS groups of similar length
-    tokens: torch.Tensor  # (sum S * C,) long, every part's places as indices into the (rows * length) packed tokens, part after part
+    rows: torch.Tensor  # (S,) long, the packed row of each completion segment
+    places: torch.Tensor  # (S, C) long, the positions of each segment's tokens in its row (0 past its end)
+    tokens: torch.Tensor  # (S * C,) long, the same as indices into the (rows * length) packed tokens
     prompt_bias: torch.Tensor  # (rows, 1, 1, P, P) fp32: 0 where a prompt query sees a key, -inf elsewhere
+    segment_bias: torch.Tensor  # (S, 1, 1, C, P + C) fp32: the same for completion queries over [prompt keys | own keys]
     source: torch.Tensor  # (rows * length,) long: for each packed position, its output's row in [prompt outputs | segment outputs | zeros]
-    token_inverse: torch.Tensor  # (rows * length,) long: the slot in ``tokens`` that reads each packed position, len(tokens) where none does
-    source_inverse: torch.Tensor  # (rows * P + len(tokens) + 1,) long: the packed position that reads each output, rows * length where none does
-
-    @property
-    def segments(self) -> int:
-        return sum(len(part.rows) for part in self.parts)
-
-    @property
-    def width(self) -> int:
-        """The longest segment."""
-        return max(part.places.shape[1] for part in self.parts)
+    token_inverse: torch.Tensor  # (rows * length,) long: the slot in ``tokens`` that reads each packed position, S * C where none does
+    source_inverse: torch.Tensor  # (rows * P + S * C + 1,) long: the packed position that reads each output, rows * length where none does
 
     @property
     def scores(self) -> int:
         """Scores a layer computes per head."""
-        return self.prompt_bias.shape[0] * self.prompt**2 + sum(_part_scores(*part.places.shape, self.prompt) for part in self.parts)
-
-
-PARTS = 2
-"""Groups of segments by length: a GRPO group's completions run from a few tokens to the budget, and padding each to
-the longest computes scores for up to twice as many queries and keys as there are (the bench: 2483 tokens in 64
-completions of at most 64); with two groups a layer computes about a quarter fewer. The count is fixed (fewer only
-with fewer segments) so that the compiled layers see one structure."""
-
-
-def _part_scores(segments: int, width: int, prompt: int) -> int:
-    return segments * width * (prompt + width)
-
-
-def _split(sizes: list[int], parts: int, prompt: int) -> list[int]:
-    """Where to cut ascending ``sizes`` into ``parts`` runs so the padded scores are fewest: the runs' end indices."""
-    n = len(sizes)
-    best = {(0, 0): (0, [])}  # (segments taken, runs) -> (scores, ends)
-    for run in range(1, parts + 1):
-        for end in range(run, n - (parts - run) + 1):
-            best[(end, run)] = min((best[(begin, run - 1)][0] + _part_scores(end - begin, sizes[end - 1], prompt), best[(begin, run - 1)][1] + [end])
-                                   for begin in range(run - 1, end) if (begin, run - 1) in best)
-    return best[(n, parts)][1]
+        segments, width = self.places.shape
+        return self.prompt_bias.shape[0] * self.prompt**2 + segments * width * (self.prompt + width)
 
 
 def segment_layout(seg: torch.Tensor, device: torch.device | str = "cpu") -> SegmentLayout:
@@ -101,45 +65,40 @@ def segment_layout(seg: torch.Tensor, device: torch.device | str = "cpu") -> Seg
     n_rows, length = seg.shape
     prompt_lengths = (seg == 0).sum(1)
     prompt = max(1, int(prompt_lengths.max()))
-    found = []  # (size, row, start) of each completion segment
+    rows, starts, sizes = [], [], []
     for g in range(n_rows):
         values, counts = torch.unique_consecutive(seg[g], return_counts=True)
         offsets = torch.cumsum(counts, 0) - counts
-        found += [(count, g, offset) for value, offset, count in zip(values.tolist(), offsets.tolist(), counts.tolist()) if value > 0]
-    found = sorted(found) or [(1, 0, 0)]  # no completion token at all: one segment of padding, whose outputs no one reads
-    sizes = [size for size, _, _ in found]
+        for value, offset, count in zip(values.tolist(), offsets.tolist(), counts.tolist()):
+            if value > 0:
+                rows.append(g), starts.append(offset), sizes.append(count)
+    width = max(sizes, default=1)
+    rows_t, starts_t, sizes_t = torch.tensor(rows, dtype=torch.long), torch.tensor(starts, dtype=torch.long), torch.tensor(sizes, dtype=torch.long)
+    steps = torch.arange(width)
+    inside = steps[None, :] < sizes_t[:, None]  # (S, C) real tokens of each segment
+    places = torch.where(inside, starts_t[:, None] + steps[None, :], 0)
     keys = torch.arange(prompt)
-    parts, tokens, inside_all, begin = [], [], [], 0
-    for end in _split(sizes, min(PARTS, len(found)), prompt):
-        sizes_t, rows_t, starts_t = (torch.tensor(column, dtype=torch.long) for column in zip(*found[begin:end]))
-        width = int(sizes_t.max())
-        steps = torch.arange(width)
-        inside = steps[None, :] < sizes_t[:, None]  # (S, C) real tokens of each segment
-        places = torch.where(inside, starts_t[:, None] + steps[None, :], 0)
-        own_seen = (steps[None, :] <= steps[:, None])[None] & inside[:, None, :]  # (S, C, C) causal within the segment
-        seen = torch.cat([(keys[None, :] < prompt_lengths[rows_t][:, None])[:, None, :].expand(-1, width, -1), own_seen], 2)
-        parts.append(SegmentPart(rows_t.to(device), places.to(device), _bias(seen)[:, None, None].to(device)))
-        tokens.append((rows_t[:, None] * length + places).flatten())
-        inside_all.append(inside.flatten())
-        begin = end
-    tokens_t, inside_t = torch.cat(tokens), torch.cat(inside_all)
-    if not seg.gt(0).any():
-        inside_t[:] = False
-    slots = len(tokens_t)
     prompt_seen = (keys[None, None, :] <= keys[None, :, None]) & (keys[None, None, :] < prompt_lengths[:, None, None])
     prompt_seen |= torch.eye(prompt, dtype=torch.bool)  # a query past a short prompt (its output unused) still sees itself
+    own_seen = (steps[None, :] <= steps[:, None])[None] & inside[:, None, :]  # (S, C, C) causal within the segment
+    segment_seen = torch.cat([(keys[None, :] < prompt_lengths[rows_t][:, None])[:, None, :].expand(-1, width, -1), own_seen], 2)
     # each packed position's output: its prompt output, its segment output, or zeros (padding)
-    source = torch.full((n_rows * length,), n_rows * prompt + slots, dtype=torch.long)
-    in_prompt = (torch.arange(length)[None, :] < prompt_lengths[:, None]).flatten()
-    source[in_prompt] = (torch.arange(n_rows)[:, None] * prompt + torch.arange(length)[None, :]).flatten()[in_prompt]
-    source[tokens_t[inside_t]] = n_rows * prompt + torch.arange(slots)[inside_t]
+    source = torch.full((n_rows, length), n_rows * prompt + len(rows) * width, dtype=torch.long)
+    in_prompt = torch.arange(length)[None, :] < prompt_lengths[:, None]
+    source[in_prompt] = (torch.arange(n_rows)[:, None] * prompt + torch.arange(length)[None, :])[in_prompt]
+    segment_out = n_rows * prompt + torch.arange(len(rows) * width).view(-1, width)
+    source[rows_t[:, None].expand(-1, width)[inside], places[inside]] = segment_out[inside]
+    tokens = (rows_t[:, None] * length + places).flatten()
+    slots = len(rows) * width
     token_inverse = torch.full((n_rows * length,), slots, dtype=torch.long)
-    token_inverse[tokens_t[inside_t]] = torch.arange(slots)[inside_t]  # a slot past a segment's end is not a reader
+    token_inverse[tokens[inside.flatten()]] = torch.arange(slots)[inside.flatten()]  # a slot past a segment's end is not a reader
+    source = source.flatten()
     read = source < n_rows * prompt + slots  # the zeros row is read by all padding, and needs no gradient
     source_inverse = torch.full((n_rows * prompt + slots + 1,), n_rows * length, dtype=torch.long)
     source_inverse[source[read]] = torch.arange(n_rows * length)[read]
-    return SegmentLayout(prompt, tuple(parts), tokens_t.to(device), _bias(prompt_seen)[:, None, None].to(device), source.to(device),
-                         token_inverse.to(device), source_inverse.to(device))
+    return SegmentLayout(prompt, rows_t.to(device), places.to(device), tokens.to(device), _bias(prompt_seen)[:, None, None].to(device),
+                         _bias(segment_seen)[:, None, None].to(device), source.to(device), token_inverse.to(device),
+                         source_inverse.to(device))
 
 
 def _bias(seen: torch.Tensor) -> torch.Tensor:
@@ -171,21 +130,17 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
         query = query.to(torch.get_autocast_dtype(query.device.type))  # rounded once here, their gathers move half the bytes
     p = layout.prompt
     prompt_out = _attend(query[:, :, :p], key[:, :, :p], value[:, :, :p], layout.prompt_bias)  # (B, P, H, D)
-    gathered = [_gather(t, layout) for t in (query, key, value)]  # (sum S * C, heads * D), part after part
-    outputs, begin = [prompt_out.reshape(-1, heads * dim)], 0
-    for part in layout.parts:
-        segments, width = part.places.shape
-        own_q, own_k, own_v = (t[begin : begin + segments * width].view(segments, width, -1, dim).transpose(1, 2) for t in gathered)
-        keys = torch.cat([key[:, :, :p].index_select(0, part.rows), own_k], 2)  # (S, KV, P + C, D)
-        values = torch.cat([value[:, :, :p].index_select(0, part.rows), own_v], 2)
-        outputs.append(_attend(own_q, keys, values, part.bias).reshape(-1, heads * dim))  # (S * C, H * D)
-        begin += segments * width
-    outputs = torch.cat([*outputs, query.new_zeros(1, heads * dim)])
+    segments, width = layout.places.shape
+    own_q, own_k, own_v = (_gather(t, layout).view(segments, width, t.shape[1], dim).transpose(1, 2) for t in (query, key, value))
+    keys = torch.cat([key[:, :, :p].index_select(0, layout.rows), own_k], 2)  # (S, KV, P + C, D)
+    values = torch.cat([value[:, :, :p].index_select(0, layout.rows), own_v], 2)
+    segment_out = _attend(own_q, keys, values, layout.segment_bias)  # (S, C, H, D)
+    outputs = torch.cat([prompt_out.reshape(-1, heads * dim), segment_out.reshape(-1, heads * dim), query.new_zeros(1, heads * dim)])
     return _Gather.apply(outputs, layout.source, layout.source_inverse).view(batch, length, heads, dim), None
 
 
 def _gather(t: torch.Tensor, layout: SegmentLayout) -> torch.Tensor:
-    """The rows ``layout.tokens`` of ``t (B, H, L, D)`` seen as ``(B * L, H * D)``: every part's segments at once."""
+    """The rows ``layout.tokens`` of ``t (B, H, L, D)`` seen as ``(B * L, H * D)``."""
     batch, heads, length, dim = t.shape
     return _Gather.apply(t.transpose(1, 2).reshape(batch * length, heads * dim), layout.tokens, layout.token_inverse)
 
@@ -217,7 +172,7 @@ def packed_attention(model, seg: torch.Tensor, device: torch.device):
         return
     layout = segment_layout(seg, device)
     heads = getattr(config, "num_attention_heads", 1)
-    if layout.prompt + layout.width > MAX_SPAN or heads * layout.scores > MAX_SCORES:
+    if layout.prompt + layout.places.shape[1] > MAX_SPAN or heads * layout.scores > MAX_SCORES:
         yield
         return
     from transformers import AttentionInterface

@@ -56,21 +56,6 @@ def test_the_layout_computes_only_the_scores_the_mask_can_keep():
     assert layout.scores == 40**2 + 8 * 63 * (40 + 63) < 544**2 / 5
 
 
-def test_segments_of_different_lengths_are_padded_within_groups_of_similar_length():
-    """A 10-token prompt with completions of 3, 30, 4 and 31 tokens: padded to one width (31) they would take
-    4 x 31 x (10 + 31) = 5084 scores; in two parts, 3 and 4 padded to 4 and 30 and 31 to 31, 2 x 4 x 14 + 2 x 31 x 41 = 2654.
-    Every completion token is gathered once, and the padding slots read nothing back."""
-    lengths = [3, 30, 4, 31]
-    seg = packed_rows([0] * 10 + [r for r, n in enumerate(lengths, 1) for _ in range(n)], length=80)
-    layout = segment_layout(seg)
-    assert [part.places.shape for part in layout.parts] == [(2, 4), (2, 31)]
-    assert [part.rows.tolist() for part in layout.parts] == [[0, 0], [0, 0]]
-    assert layout.scores == 10**2 + 2654
-    real = layout.token_inverse < len(layout.tokens)
-    assert int(real.sum()) == sum(lengths) and bool((seg.flatten()[real] > 0).all())
-    assert sorted(layout.tokens[layout.token_inverse[real]].tolist()) == real.nonzero().flatten().tolist()
-
-
 def test_the_packed_forward_takes_it_on_the_cpu_within_its_limits_only(tiny, monkeypatch):
     import hone.learner.attention
     from hone.learner.forward import policy_forward
@@ -90,8 +75,8 @@ def test_the_packed_forward_takes_it_on_the_cpu_within_its_limits_only(tiny, mon
         assert len(layouts) == layers and tiny.config._attn_implementation == "sdpa"  # restored after
         layout = layouts[0]
         fed = int((batch.completion_mask.sum(1) > 1).sum())  # a completion's last token goes in only to be predicted
-        assert layout.segments == fed == 10 and layout.prompt == 7  # a segment for every completion that feeds tokens; the longest prompt
-        span, scores = layout.prompt + layout.width, heads * layout.scores
+        assert len(layout.rows) == fed == 10 and layout.prompt == 7  # a segment for every completion that feeds tokens; the longest prompt
+        span, scores = layout.prompt + layout.places.shape[1], heads * layout.scores
         for limit, value, taken in (("MAX_SPAN", span - 1, False), ("MAX_SPAN", span, True),
                                     ("MAX_SCORES", scores - 1, False), ("MAX_SCORES", scores, True)):
             monkeypatch.setattr(hone.learner.attention, limit, value)
