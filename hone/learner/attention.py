@@ -44,6 +44,7 @@ class SegmentLayout(NamedTuple):
 
     prompt: int  # P, the longest prompt; positions [0, P) of every row go through the prompt part
     rows: torch.Tensor  # (S,) long, the packed row of each completion segment
+    row_onehot: torch.Tensor  # (S, rows) fp32, 1 at each segment's packed row (``_per_segment``)
     places: torch.Tensor  # (S, C) long, the positions of each segment's tokens in its row (0 past its end)
     tokens: torch.Tensor  # (S * C,) long, the same as indices into the (rows * length) packed tokens
     prompt_bias: torch.Tensor  # (rows, 1, 1, P, P) fp32: 0 where a prompt query sees a key, -inf elsewhere
@@ -96,9 +97,10 @@ def segment_layout(seg: torch.Tensor, device: torch.device | str = "cpu") -> Seg
     read = source < n_rows * prompt + slots  # the zeros row is read by all padding, and needs no gradient
     source_inverse = torch.full((n_rows * prompt + slots + 1,), n_rows * length, dtype=torch.long)
     source_inverse[source[read]] = torch.arange(n_rows * length)[read]
-    return SegmentLayout(prompt, rows_t.to(device), places.to(device), tokens.to(device), _bias(prompt_seen)[:, None, None].to(device),
-                         _bias(segment_seen)[:, None, None].to(device), source.to(device), token_inverse.to(device),
-                         source_inverse.to(device))
+    onehot = torch.nn.functional.one_hot(rows_t, n_rows).float()
+    return SegmentLayout(prompt, rows_t.to(device), onehot.to(device), places.to(device), tokens.to(device),
+                         _bias(prompt_seen)[:, None, None].to(device), _bias(segment_seen)[:, None, None].to(device), source.to(device),
+                         token_inverse.to(device), source_inverse.to(device))
 
 
 def _bias(seen: torch.Tensor) -> torch.Tensor:
@@ -132,11 +134,22 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     prompt_out = _attend(query[:, :, :p], key[:, :, :p], value[:, :, :p], layout.prompt_bias)  # (B, P, H, D)
     segments, width = layout.places.shape
     own_q, own_k, own_v = (_gather(t, layout).view(segments, width, t.shape[1], dim).transpose(1, 2) for t in (query, key, value))
-    keys = torch.cat([key[:, :, :p].index_select(0, layout.rows), own_k], 2)  # (S, KV, P + C, D)
-    values = torch.cat([value[:, :, :p].index_select(0, layout.rows), own_v], 2)
+    keys = torch.cat([_per_segment(key[:, :, :p], layout), own_k], 2)  # (S, KV, P + C, D)
+    values = torch.cat([_per_segment(value[:, :, :p], layout), own_v], 2)
     segment_out = _attend(own_q, keys, values, layout.segment_bias)  # (S, C, H, D)
     outputs = torch.cat([prompt_out.reshape(-1, heads * dim), segment_out.reshape(-1, heads * dim), query.new_zeros(1, heads * dim)])
     return _Gather.apply(outputs, layout.source, layout.source_inverse).view(batch, length, heads, dim), None
+
+
+def _per_segment(t: torch.Tensor, layout: SegmentLayout) -> torch.Tensor:
+    """``t (B, KV, P, D)``, the prompts' keys or values, once for each segment's row: ``(S, KV, P, D)``.
+
+    A matmul by the rows' one-hot matrix, not ``index_select``: several segments read one row, so index_select's
+    backward is an index_add, and inductor's CPU code for it (torch 2.13) wrote past the gradient's buffer when the
+    batch was one packed row: its vectorised atomic adds stepped twice the row stride, and the compiled backward
+    crashed with heap corruption. The one-hot rows pick each value exactly, and the backward is a matmul too."""
+    batch = t.shape[0]
+    return (layout.row_onehot.to(t.dtype) @ t.reshape(batch, -1)).view(-1, *t.shape[1:])
 
 
 def _gather(t: torch.Tensor, layout: SegmentLayout) -> torch.Tensor:
