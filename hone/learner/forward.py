@@ -52,7 +52,8 @@ def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: boo
             full, states = _plain_forward(model, batch, hidden)
             logits = full[real]
     # logits: (N, V), one row per real completion token, in (row, position) order; fp32 math in chunks
-    own, ent = token_logprobs(logits, batch.input_ids[:, -width:][real], entropy=entropy)
+    own, ent = token_logprobs(logits, batch.input_ids[:, -width:][real], entropy=entropy,
+                              compiled=bool(getattr(model, "hone_compiled_blocks", ())))  # compiled where the layers are
     logprobs = _scatter(real, own) * batch.completion_mask
     return Forward(logprobs, _scatter(real, ent) if entropy else None, states if hidden else None)
 

@@ -1,6 +1,7 @@
 """The chunked token log-prob/entropy kernel against hand-worked numbers and its obvious twin."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -25,9 +26,10 @@ def test_hand_worked_logprob_entropy_and_gradient():
     torch.testing.assert_close(logits.grad, torch.tensor([[0.20599, -0.20599]]), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("compiled", [False, True])  # eager ops, or each chunk's forward and backward as compiled kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("chunk", [7 * 50, module.CHUNK_FLOATS])  # 7 rows a chunk (several, the last short), or all in one
-def test_matches_the_reference_in_value_and_gradient(monkeypatch, dtype, chunk):
+def test_matches_the_reference_in_value_and_gradient(monkeypatch, dtype, chunk, compiled):
     monkeypatch.setattr(module, "CHUNK_FLOATS", chunk)
     gen = torch.Generator().manual_seed(0)
     logits = (3 * torch.randn(30, 50, generator=gen)).to(dtype)
@@ -36,7 +38,7 @@ def test_matches_the_reference_in_value_and_gradient(monkeypatch, dtype, chunk):
     targets[4] = 8
     weights = torch.randn(2, 30, generator=gen)  # random upstream gradients for both outputs
     results = []
-    for fn in (token_logprobs, token_logprobs_reference):
+    for fn in (partial(token_logprobs, compiled=compiled), token_logprobs_reference):
         x = logits.clone().requires_grad_()
         lp, ent = fn(x, targets, entropy=True)
         (weights[0] @ lp + weights[1] @ ent).backward()
@@ -49,12 +51,16 @@ def test_matches_the_reference_in_value_and_gradient(monkeypatch, dtype, chunk):
     torch.testing.assert_close(grad.float(), ref_grad.float(), atol=tol, rtol=tol)
 
 
-def test_log_probs_alone_and_without_a_graph():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_log_probs_alone_and_without_a_graph(compiled):
     logits, targets = torch.randn(5, 11), torch.arange(5)
     with torch.no_grad():
-        lp, ent = token_logprobs(logits, targets)
+        lp, ent = token_logprobs(logits, targets, compiled=compiled)
     assert ent is None
     torch.testing.assert_close(lp, token_logprobs_reference(logits, targets)[0])
+    x = logits.clone().requires_grad_()  # the log-probs' gradient alone: onehot - p
+    token_logprobs(x, targets, compiled=compiled)[0].sum().backward()
+    torch.testing.assert_close(x.grad, torch.eye(5, 11) - logits.softmax(-1))
 
 
 def test_shapes_are_checked():
