@@ -28,15 +28,15 @@ def test_hand_worked_logprob_entropy_and_gradient():
 
 @pytest.mark.parametrize("compiled", [False, True])  # eager ops, or each chunk's forward and backward as compiled kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("chunk", [7 * 50, module.CHUNK_FLOATS])  # 7 rows a chunk (several, the last short), or all in one
+@pytest.mark.parametrize("chunk", [7 * 50, module.CHUNK_FLOATS])  # 7 rows a chunk (several, the last of one row), or all in one
 def test_matches_the_reference_in_value_and_gradient(monkeypatch, dtype, chunk, compiled):
     monkeypatch.setattr(module, "CHUNK_FLOATS", chunk)
     gen = torch.Generator().manual_seed(0)
-    logits = (3 * torch.randn(30, 50, generator=gen)).to(dtype)
+    logits = (3 * torch.randn(29, 50, generator=gen)).to(dtype)
     logits[4, 7] = float("-inf")  # a banned token
-    targets = torch.randint(0, 50, (30,), generator=gen)
+    targets = torch.randint(0, 50, (29,), generator=gen)
     targets[4] = 8
-    weights = torch.randn(2, 30, generator=gen)  # random upstream gradients for both outputs
+    weights = torch.randn(2, 29, generator=gen)  # random upstream gradients for both outputs
     results = []
     for fn in (partial(token_logprobs, compiled=compiled), token_logprobs_reference):
         x = logits.clone().requires_grad_()
@@ -66,3 +66,20 @@ def test_log_probs_alone_and_without_a_graph(compiled):
 def test_shapes_are_checked():
     with pytest.raises(ValueError, match=r"logits must be \(N, V\) and targets \(N,\), got \(2, 3, 4\)"):
         token_logprobs(torch.zeros(2, 3, 4), torch.zeros(2, dtype=torch.long))
+
+
+def test_compiled_chunks_compile_once_for_forwards_with_and_without_a_graph(monkeypatch):
+    """One graph each way: a forward without a graph (the reference's) and a last chunk of one row compile nothing more
+    (a recompile costs seconds inside some later training step)."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(module, "CHUNK_FLOATS", 7 * 50)  # 29 rows: chunks of 7, 7, 7, 7 and 1
+    torch._dynamo.reset()
+    counters.clear()
+    logits, targets = torch.randn(29, 50), torch.randint(0, 50, (29,))
+    for _ in range(2):
+        x = logits.clone().requires_grad_()
+        token_logprobs(x, targets, compiled=True)[0].sum().backward()
+        with torch.no_grad():
+            token_logprobs(logits, targets, compiled=True)
+    assert counters["stats"]["unique_graphs"] == 2
