@@ -64,6 +64,11 @@ def compile_layers(model) -> int:
     return len(blocks)
 
 
+def has_compiled_layers(model) -> bool:
+    """Whether ``compile_layers`` compiled ``model``'s blocks."""
+    return bool(getattr(model, "hone_compiled_blocks", ()))
+
+
 @contextmanager
 def compiled_layers(model):
     """Run ``model``'s compiled blocks (``compile_layers``) within the context; a no-op for a model without them."""

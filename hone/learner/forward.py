@@ -20,7 +20,7 @@ from hone.algorithms.token_logprobs import token_logprobs
 from hone.learner.attention import packed_attention
 from hone.data.padding import positions
 from hone.data.records import TrainBatch
-from hone.runtime import autocast, compiled_layers, device_of
+from hone.runtime import autocast, compiled_layers, device_of, has_compiled_layers
 
 
 class Forward(NamedTuple):
@@ -53,7 +53,7 @@ def policy_forward(model, batch: TrainBatch, *, bf16: bool = False, entropy: boo
             logits = full[real]
     # logits: (N, V), one row per real completion token, in (row, position) order; fp32 math in chunks
     own, ent = token_logprobs(logits, batch.input_ids[:, -width:][real], entropy=entropy,
-                              compiled=bool(getattr(model, "hone_compiled_blocks", ())))  # compiled where the layers are
+                              compiled=has_compiled_layers(model))
     logprobs = _scatter(real, own) * batch.completion_mask
     return Forward(logprobs, _scatter(real, ent) if entropy else None, states if hidden else None)
 
