@@ -21,9 +21,16 @@ queries rather than on the scores. Grouped-query attention goes in without copyi
 query head: each key head's queries are stacked into one matmul. The layout is built once per forward
 (``segment_layout``) and shared by every layer.
 
-A forward whose layout holds more than ``MAX_SCORES`` scores a layer keeps sdpa (the scores of every
-layer are kept for the backward, about 6 bytes each), as does a span (``P + C``) longer than
-``MAX_SPAN``; GPUs keep sdpa.
+With grad, the scores are not kept for the backward (about 6 bytes each, in every layer at once): the
+backward computes each layer's attention again (``torch.utils.checkpoint``). That adds one attention forward
+a layer, which costs nothing measurable at the benchmark's lengths (a 2-core Xeon with AMX, compiled layers,
+forward and backward on its saved batch: 3.17 and 3.09 s against 3.11 and 3.16 s keeping them; every completion
+64 tokens: 4.57 and 4.66 s against 4.67 and 4.44 s), and keeps memory flat where they grow. Before, a layout of
+more than 2^23 scores a layer, or with a prompt and completion longer than 768 tokens, went to sdpa to bound that
+memory, and sdpa over the whole packed row was 2-4x slower (a micro-batch's forward and backward, compiled: one prompt
+with 8 completions of 512 tokens 5.9 s against 17.8 s; of 768 tokens 10.2 s against 40.5 s; 6 prompts with 8
+completions of 128 tokens 6.6 s against 11.8 s; ``benchmarks.long_completions``). Only a layout of more than
+``MAX_SCORES`` scores, which one layer's forward holds at once, keeps sdpa; so do GPUs.
 """
 
 from __future__ import annotations
@@ -33,10 +40,10 @@ from functools import partial
 from typing import NamedTuple
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 NAME = "hone_packed_cpu"  # the name it is registered under with transformers' AttentionInterface
-MAX_SPAN = 768  # longest prompt + completion (tokens) that takes this path
-MAX_SCORES = 1 << 23  # most scores a layer (heads x (rows P^2 + segments C (P + C))) that take it: 50 MB a layer kept for the backward
+MAX_SCORES = 1 << 27  # most scores a layer (heads x (rows P^2 + segments C (P + C))) that take it: 800 MB live in one layer's forward
 
 
 class SegmentLayout(NamedTuple):
@@ -120,10 +127,11 @@ def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: t
 
 
 def segment_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, *,
-                      layout: SegmentLayout, **kwargs):
+                      layout: SegmentLayout, recompute: bool = False, **kwargs):
     """Attention of packed rows, ``query (B, H, L, D)`` over ``key``/``value (B, KV, L, D)``, computed per ``layout``
     (``attention_mask``, the boolean mask sdpa would take, is not read); returns ``((B, L, H, D), None)``, as
-    transformers' attention functions do. No dropout: the training forward of RL runs without it."""
+    transformers' attention functions do. With ``recompute``, the backward computes the scores again instead of
+    keeping them. No dropout: the training forward of RL runs without it."""
     if dropout:
         raise ValueError(f"segment_attention: attention dropout {dropout} is not supported; the packed CPU forward needs 0")
     batch, heads, length, dim = query.shape
@@ -131,12 +139,13 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     if torch.is_autocast_enabled(query.device.type):  # the scores' matmul would round the scaled queries to this dtype anyway:
         query = query.to(torch.get_autocast_dtype(query.device.type))  # rounded once here, their gathers move half the bytes
     p = layout.prompt
-    prompt_out = _attend(query[:, :, :p], key[:, :, :p], value[:, :, :p], layout.prompt_bias)  # (B, P, H, D)
+    attend = partial(checkpoint, _attend, use_reentrant=False) if recompute else _attend
+    prompt_out = attend(query[:, :, :p], key[:, :, :p], value[:, :, :p], layout.prompt_bias)  # (B, P, H, D)
     segments, width = layout.places.shape
     own_q, own_k, own_v = (_gather(t, layout).view(segments, width, t.shape[1], dim).transpose(1, 2) for t in (query, key, value))
     keys = torch.cat([_per_segment(key[:, :, :p], layout), own_k], 2)  # (S, KV, P + C, D)
     values = torch.cat([_per_segment(value[:, :, :p], layout), own_v], 2)
-    segment_out = _attend(own_q, keys, values, layout.segment_bias)  # (S, C, H, D)
+    segment_out = attend(own_q, keys, values, layout.segment_bias)  # (S, C, H, D)
     outputs = torch.cat([prompt_out.reshape(-1, heads * dim), segment_out.reshape(-1, heads * dim), query.new_zeros(1, heads * dim)])
     return _Gather.apply(outputs, layout.source, layout.source_inverse).view(batch, length, heads, dim), None
 
@@ -177,20 +186,20 @@ class _Gather(torch.autograd.Function):
 @contextmanager
 def packed_attention(model, seg: torch.Tensor, device: torch.device):
     """Within the context, ``model``'s attention layers use ``segment_attention`` over the layout of ``seg`` (packed
-    rows, see ``segment_layout``) when it pays: on the CPU, for an sdpa model, within ``MAX_SPAN`` and
-    ``MAX_SCORES``, without attention dropout; otherwise sdpa with the boolean mask the model is given either way."""
+    rows, see ``segment_layout``) when it pays: on the CPU, for an sdpa model, within ``MAX_SCORES``, without attention
+    dropout, recomputing the scores in the backward; otherwise sdpa with the boolean mask the model is given either way."""
     config = model.config
     if device.type != "cpu" or config._attn_implementation != "sdpa" or (model.training and getattr(config, "attention_dropout", 0.0)):
         yield
         return
     layout = segment_layout(seg, device)
     heads = getattr(config, "num_attention_heads", 1)
-    if layout.prompt + layout.places.shape[1] > MAX_SPAN or heads * layout.scores > MAX_SCORES:
+    if heads * layout.scores > MAX_SCORES:
         yield
         return
     from transformers import AttentionInterface
 
-    AttentionInterface.register(NAME, partial(segment_attention, layout=layout))
+    AttentionInterface.register(NAME, partial(segment_attention, layout=layout, recompute=torch.is_grad_enabled()))
     config._attn_implementation = NAME
     try:
         yield

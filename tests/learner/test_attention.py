@@ -61,10 +61,11 @@ def test_the_packed_forward_takes_it_on_the_cpu_within_its_limits_only(tiny, mon
     from hone.learner.forward import policy_forward
     from tests.learner.test_forward import grouped_batch
 
-    layouts = []
+    layouts, recomputed = [], []
 
     def counted(module, query, *args, **kwargs):
         layouts.append(kwargs["layout"])
+        recomputed.append(kwargs["recompute"])
         return segment_attention(module, query, *args, **kwargs)
 
     monkeypatch.setattr(hone.learner.attention, "segment_attention", counted)
@@ -76,15 +77,53 @@ def test_the_packed_forward_takes_it_on_the_cpu_within_its_limits_only(tiny, mon
         layout = layouts[0]
         fed = int((batch.completion_mask.sum(1) > 1).sum())  # a completion's last token goes in only to be predicted
         assert len(layout.rows) == fed == 10 and layout.prompt == 7  # a segment for every completion that feeds tokens; the longest prompt
-        span, scores = layout.prompt + layout.places.shape[1], heads * layout.scores
-        for limit, value, taken in (("MAX_SPAN", span - 1, False), ("MAX_SPAN", span, True),
-                                    ("MAX_SCORES", scores - 1, False), ("MAX_SCORES", scores, True)):
-            monkeypatch.setattr(hone.learner.attention, limit, value)
+        scores = heads * layout.scores
+        for value, taken in ((scores - 1, False), (scores, True)):
+            monkeypatch.setattr(hone.learner.attention, "MAX_SCORES", value)
             before = len(layouts)
             policy_forward(tiny, batch)
-            assert len(layouts) - before == (layers if taken else 0), (limit, value)
+            assert len(layouts) - before == (layers if taken else 0), value
+        assert not any(recomputed)  # a no-grad forward keeps no scores: nothing to recompute
+    before = len(layouts)
+    policy_forward(tiny, batch).logprobs.sum().backward()
+    assert recomputed[before:] == [True] * layers  # with grad, the backward recomputes them
     with packed_attention(tiny, torch.zeros(1, 10, dtype=torch.long), torch.device("meta")):  # not a CPU: sdpa
         assert tiny.config._attn_implementation == "sdpa"
+
+
+def saved_numel(fn) -> int:
+    """How many tensor elements autograd keeps for the backward while ``fn()`` runs."""
+    kept = []
+
+    def pack(t):
+        kept.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(kept)
+
+
+def test_recomputed_scores_give_the_same_numbers_and_are_not_kept():
+    """With ``recompute`` the backward computes the scores again: the outputs and the gradients of query, key and value
+    are the ones of the kept scores, and what autograd keeps shrinks by at least the scores (prompt: 3 x 5^2 a head,
+    segments: 5 x 6 x (5 + 6) a head, 6 heads)."""
+    gen = torch.Generator().manual_seed(0)
+    seg = packed_rows([0] * 5 + [1] * 6 + [2] * 3, [0] * 2 + [3] * 6 + [4] * 4, [0] * 4 + [5] * 5, length=14)
+    layout = segment_layout(seg)
+    inputs = [torch.randn(3, heads, 14, 8, generator=gen) for heads in (6, 2, 2)]
+    upstream = torch.randn(3, 14, 6, 8, generator=gen)
+    results, kept = [], []
+    for recompute in (False, True):
+        q, k, v = (t.clone().requires_grad_() for t in inputs)
+        out = []
+        kept.append(saved_numel(lambda: out.append(segment_attention(None, q, k, v, None, layout=layout, recompute=recompute)[0])))
+        (out[0] * upstream).sum().backward()
+        results.append((out[0], q.grad, k.grad, v.grad))
+    for recomputed, stored in zip(results[1], results[0]):
+        torch.testing.assert_close(recomputed, stored, atol=1e-6, rtol=1e-6)
+    assert layout.scores == 3 * 5**2 + 5 * 6 * (5 + 6)
+    assert kept[0] - kept[1] >= 6 * layout.scores
 
 
 def test_the_configuration_is_restored_when_the_forward_raises(tiny):
@@ -125,3 +164,24 @@ def test_compiled_on_one_packed_row_matches_eager_in_value_and_gradient():
 
     done = subprocess.run([sys.executable, "-c", COMPILED_ONE_ROW], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]
+
+
+def test_recomputed_scores_compile_in_one_graph_and_match_eager():
+    """The training forward compiles its layers: the recomputing attention compiles without a graph break
+    (``fullgraph``) and gives eager's outputs and gradients."""
+    gen = torch.Generator().manual_seed(1)
+    seg = packed_rows([0] * 4 + [1] * 5 + [2] * 5, [0] * 3 + [3] * 7, length=14)
+    layout = segment_layout(seg)
+    inputs = [torch.randn(2, heads, 14, 8, generator=gen) for heads in (4, 2, 2)]
+
+    def attend(q, k, v):
+        return segment_attention(None, q, k, v, None, layout=layout, recompute=True)[0]
+
+    results = []
+    for fn in (attend, torch.compile(attend, fullgraph=True)):
+        q, k, v = (t.clone().requires_grad_() for t in inputs)
+        out = fn(q, k, v)
+        (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        results.append((out, q.grad, k.grad, v.grad))
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
