@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--eager", action="store_true", help="eager layers (train.compile=false)")
     args = parser.parse_args()
+    if args.repeats < 1 or args.prompts < 1:
+        parser.error(f"--repeats and --prompts must be at least 1, got {args.repeats} and {args.prompts}")
     torch.set_num_threads(os.cpu_count() or 1)
 
     import hone.learner.attention as attention
