@@ -117,6 +117,18 @@ def test_seeded_sampling_survives_a_split_prefill_and_repeats(engine):
     assert other != first
 
 
+def test_a_groups_samples_share_their_prompts_full_blocks(engine):
+    """The prefix cache shares only full KV-cache blocks. With the CPU backend's default of 128 tokens a
+    block, the n samples of a 40-token prompt each prefilled all of it; in blocks of 32 they reuse the first 32."""
+    from vllm import SamplingParams as VSamplingParams
+    from vllm.inputs import TokensPrompt
+
+    engine.llm.reset_prefix_cache()
+    prompt = [1] + [(31 * j) % 5000 + 100 for j in range(39)]
+    (out,) = engine.llm.generate([TokensPrompt(prompt_token_ids=prompt)], VSamplingParams(n=4, max_tokens=2), use_tqdm=False)
+    assert out.num_cached_tokens == 32  # also with the GPU's blocks of 16
+
+
 def test_sampled_tokens_follow_the_models_distribution(engine, tiny_folder):
     """On the CPU the engine draws with hone's sampler (``hone.rollout.engine.sampling``): 3,200 one-token
     samples of one prompt at temperature 0.1 against the transformers forward's softmax(logits / 0.1)."""
