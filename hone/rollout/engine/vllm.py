@@ -95,10 +95,13 @@ def vllm_available() -> bool:
 
 
 class VLLMEngine:
-    """Generates with vLLM; ``model`` is a Hugging Face folder or hub id (see ``hone.models.local_folder``)."""
+    """Generates with vLLM; ``model`` is a Hugging Face folder or hub id (see ``hone.models.local_folder``).
+
+    ``block_size``: tokens per KV-cache block; None is ``CPU_BLOCK_SIZE`` on the CPU and vLLM's default on a GPU."""
 
     def __init__(self, model: str, *, dtype: str = "bfloat16", max_model_len: int = 1024, seed: int = 0,
-                 gpu_memory_utilization: float = 0.3, kv_cache_gib: float = 1.0, compile: bool = False):
+                 gpu_memory_utilization: float = 0.3, kv_cache_gib: float = 1.0, compile: bool = False,
+                 block_size: int | None = None):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")  # the cache that loads (module docstring)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
@@ -108,7 +111,9 @@ class VLLMEngine:
             from vllm import LLM  # note: on CPU vLLM replaces torch.set_num_threads with a no-op
             from vllm.platforms import current_platform
 
-            paging = {"block_size": CPU_BLOCK_SIZE} if current_platform.is_cpu() else {}
+            if block_size is None and current_platform.is_cpu():
+                block_size = CPU_BLOCK_SIZE
+            paging = {} if block_size is None else {"block_size": block_size}  # None on a GPU: vLLM's default
             self.llm = LLM(
                 model=model, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=not compile,
                 distributed_executor_backend="uni", gpu_memory_utilization=gpu_memory_utilization,
