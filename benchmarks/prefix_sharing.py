@@ -6,10 +6,16 @@ backend's default) against 32 (hone's), on the benchmark's work.
 vLLM's prefix cache shares only full KV-cache blocks. The bench's prompts are 46 tokens long, so in
 blocks of 128 each of a group's 8 samples prefills its whole prompt; in blocks of 32 the samples share
 the first 32 tokens. For each block size, in a fresh child process (an engine keeps its memory and
-threads), the rounds alternating: the seconds to generate 8 prompts x 8 samples with one new token
-(the prefill) and with at most 64 (a rollout), the median of ``--repeats`` calls with the same seeds,
-so both block sizes draw the same tokens; and vLLM's count of each prompt's tokens served from the prefix cache. Nothing here
-is a test; the figures depend on the machine.
+threads), the rounds alternating, the seconds to generate 8 prompts x 8 samples:
+
+- with one new token (the prefill);
+- with at most 64 (a rollout);
+- with at most 64 under a stop callback every 16 tokens that stops nothing (the chunked generation that
+  value-guided rollouts use: each chunk goes back in as a prompt, and only its full blocks are cached);
+
+each the median of ``--repeats`` calls with the same seeds, so both block sizes draw the same tokens; and
+vLLM's count of each prompt's tokens served from the prefix cache. Nothing here is a test; the figures
+depend on the machine.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ import time
 from itertools import islice
 
 BLOCK_SIZES = (128, 32)
+
+
+class StopNothing:
+    """A stop callback every 16 tokens that stops nothing: vLLM then generates in chunks, each going back in as a prompt."""
+
+    every = 16
+
+    def __call__(self, partials):
+        return []
 
 
 def child(block_size: int, compiled: bool, repeats: int) -> None:
@@ -40,12 +55,12 @@ def child(block_size: int, compiled: bool, repeats: int) -> None:
     engine = VLLMEngine(local_folder(cfg.model), dtype="bfloat16", seed=0, compile=compiled, max_model_len=256,
                         block_size=block_size)
     result = {"prompt_lengths": sorted({len(p) for p in prompts})}
-    for name, most in (("prefill", 1), ("rollout", 64)):
-        engine.generate(prompts, SamplingParams(max_new_tokens=most, temperature=1.0, n=8, seed=0))  # warm-up
+    for name, most, callback in (("prefill", 1, None), ("rollout", 64, None), ("chunked", 64, StopNothing())):
+        engine.generate(prompts, SamplingParams(max_new_tokens=most, temperature=1.0, n=8, seed=0), callback=callback)  # warm-up
         times, tokens = [], []
         for seed in range(repeats):
             began = time.perf_counter()
-            groups = engine.generate(prompts, SamplingParams(max_new_tokens=most, temperature=1.0, n=8, seed=seed))
+            groups = engine.generate(prompts, SamplingParams(max_new_tokens=most, temperature=1.0, n=8, seed=seed), callback=callback)
             times.append(time.perf_counter() - began)
             tokens.append(sum(len(g.completion_ids) for group in groups for g in group))
         result[name] = {"seconds": statistics.median(times), "tokens": tokens}
@@ -84,8 +99,9 @@ def main() -> None:
     for size, runs in results.items():
         prefill = ", ".join(f"{r['prefill']['seconds']:.2f}" for r in runs)
         rollout = ", ".join(f"{r['rollout']['seconds']:.2f}" for r in runs)
+        chunked = ", ".join(f"{r['chunked']['seconds']:.2f}" for r in runs)
         print(f"blocks of {size:3d}: prefill {prefill} s; rollout of <= 64 tokens {rollout} s "
-              f"({runs[0]['rollout']['tokens']} tokens); vLLM's num_cached_tokens per prompt {runs[0]['cached_per_prompt']} "
+              f"({runs[0]['rollout']['tokens']} tokens); in chunks of 16 {chunked} s; vLLM's num_cached_tokens per prompt {runs[0]['cached_per_prompt']} "
               f"(prompts of {runs[0]['prompt_lengths']} tokens)")
 
 
