@@ -101,7 +101,8 @@ def main() -> None:
         rollout = ", ".join(f"{r['rollout']['seconds']:.2f}" for r in runs)
         chunked = ", ".join(f"{r['chunked']['seconds']:.2f}" for r in runs)
         print(f"blocks of {size:3d}: prefill {prefill} s; rollout of <= 64 tokens {rollout} s "
-              f"({runs[0]['rollout']['tokens']} tokens); in chunks of 16 {chunked} s; vLLM's num_cached_tokens per prompt {runs[0]['cached_per_prompt']} "
+              f"({runs[0]['rollout']['tokens']} tokens); in chunks of 16 {chunked} s; "
+              f"vLLM's num_cached_tokens per prompt {runs[0]['cached_per_prompt']} "
               f"(prompts of {runs[0]['prompt_lengths']} tokens)")
 
 
