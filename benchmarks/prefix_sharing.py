@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import time
-from itertools import islice
 
 BLOCK_SIZES = (128, 32)
 
@@ -42,16 +41,12 @@ class StopNothing:
 
 def child(block_size: int, compiled: bool, repeats: int) -> None:
     """Runs in the child: prints one JSON line with the medians."""
-    from hone.config import load_config
-    from hone.data.tasks import make_task
-    from hone.models import load_tokenizer, local_folder
+    from benchmarks.vllm_cpu import bench_prompts
+    from hone.models import local_folder
     from hone.rollout.engine import SamplingParams
     from hone.rollout.engine.vllm import VLLMEngine
-    from hone.rollout.envs.single_turn import SingleTurnEnv
 
-    cfg = load_config("recipes/quickstart.yaml", [])
-    env = SingleTurnEnv(load_tokenizer(cfg.model), None)
-    prompts = [env.prompt_ids(p) for p in islice(make_task(cfg.task).train_problems(seed=0), 8)]
+    cfg, prompts = bench_prompts()
     engine = VLLMEngine(local_folder(cfg.model), dtype="bfloat16", seed=0, compile=compiled, max_model_len=256,
                         block_size=block_size)
     result = {"prompt_lengths": sorted({len(p) for p in prompts})}
@@ -81,6 +76,8 @@ def main() -> None:
     parser.add_argument("--eager", action="store_true", help="vLLM eager (the default is compiled, as make bench runs)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error(f"--rounds {args.rounds} and --repeats {args.repeats}: both must be at least 1")
     if args.child is not None:
         child(args.child, not args.eager, args.repeats)
         return

@@ -28,21 +28,27 @@ from itertools import islice
 SETTINGS = [("bfloat16", False), ("bfloat16", True), ("float32", False), ("float32", True)]
 
 
+def bench_prompts():
+    """The quickstart recipe's config and the token ids of its first 8 training prompts: the bench's rollout work."""
+    from hone.config import load_config
+    from hone.data.tasks import make_task
+    from hone.models import load_tokenizer
+    from hone.rollout.envs.single_turn import SingleTurnEnv
+
+    cfg = load_config("recipes/quickstart.yaml", [])
+    env = SingleTurnEnv(load_tokenizer(cfg.model), None)
+    return cfg, [env.prompt_ids(p) for p in islice(make_task(cfg.task).train_problems(seed=0), 8)]
+
+
 def child(dtype: str, compiled: bool, repeats: int, min_new: int) -> None:
     """Runs in the child: prints one JSON line with the tokens/s of each repeat."""
     import torch
 
-    from hone.config import load_config
-    from hone.data.tasks import make_task
-    from hone.models import load_tokenizer, local_folder
+    from hone.models import local_folder
     from hone.rollout.engine import SamplingParams
     from hone.rollout.engine.vllm import VLLMEngine
-    from hone.rollout.envs.single_turn import SingleTurnEnv
 
-    cfg = load_config("recipes/quickstart.yaml", [])
-    tokenizer = load_tokenizer(cfg.model)
-    env = SingleTurnEnv(tokenizer, None)
-    prompts = [env.prompt_ids(p) for p in islice(make_task(cfg.task).train_problems(seed=0), 8)]
+    cfg, prompts = bench_prompts()
     began = time.perf_counter()
     engine = VLLMEngine(local_folder(cfg.model), dtype=dtype, seed=0, compile=compiled, max_model_len=256)
     start = time.perf_counter() - began
