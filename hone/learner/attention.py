@@ -1,25 +1,25 @@
 """Attention for the packed training forward on the CPU, computed segment by segment.
 
-The packed forward (``hone.learner.forward``) puts a prompt and its group's completions back to
-back in one row; under its mask each completion sees the prompt and its own earlier tokens, nothing
-else. Attention over the whole row computes all ``L^2`` scores and throws most away: a row of a
-40-token prompt and 8 completions of 63 tokens is 544 tokens, and each completion token needs at
-most 40 + 63 of them. PyTorch's CPU flash kernel takes the mask but still walks every block, and a
-plain ``softmax(QK^T + bias) V`` does the full arithmetic. Here the scores are computed only where the
-mask can be true:
+The packed forward (``hone.learner.forward``) lays a micro-batch out as a tree of segments: the prompts' common
+prefix once, then each prompt's remainder, and after it each of its group's completions, back to back in one
+row. Under its mask a token sees the segments above it in the tree (its prompt's prefix and remainder) and the
+earlier tokens of its own segment, nothing else. Attention over the whole row computes all ``L^2`` scores and
+throws most away: a row of a 40-token prompt and 8 completions of 63 tokens is 544 tokens, and each completion
+token needs at most 40 + 63 of them. PyTorch's CPU flash kernel takes the mask but still walks every block, and a
+plain ``softmax(QK^T + bias) V`` does the full arithmetic. Here the scores are computed only where the mask can
+be true, one depth of the tree at a time (``Level``): the segments of a depth are gathered into an ``(N, W)``
+layout (``W`` the longest), and each attends to the keys of its ancestors, picked per segment, and causally to
+its own, ``W x (sum of its ancestors' W + W)`` scores a segment.
 
-* the prompts: causal attention over the first ``P`` positions of each row (``P`` the longest prompt);
-* the completions: each completion segment, gathered into a ``(segments, C)`` layout (``C`` the longest),
-  attends to its row's prompt keys and its own keys, ``C x (P + C)`` scores a segment.
-
-The outputs are gathered back into the packed row in one index, so autograd sees gathers and matmuls
-only. Both of those gathers read each row whose gradient matters at most once, so their backward is a
-gather by the inverse index too (``_Gather``): index_select's own backward is a scatter-add, which inductor
-compiles to a scalar atomic add per element, 15-20% of the compiled update's backward on a 2-core Xeon. The scores come out of their matmul in the working dtype (bf16 under autocast) and get the mask as
-an fp32 bias (``-inf`` where a key is not seen), so the softmax runs in fp32; the scale goes on the
-queries rather than on the scores. Grouped-query attention goes in without copying keys and values per
-query head: each key head's queries are stacked into one matmul. The layout is built once per forward
-(``segment_layout``) and shared by every layer.
+The outputs are gathered back into the packed row in one index, so autograd sees gathers and matmuls only.
+Both of those gathers read each row whose gradient matters at most once, so their backward is a gather by the
+inverse index too (``_Gather``): index_select's own backward is a scatter-add, which inductor compiles to a scalar
+atomic add per element, 15-20% of the compiled update's backward on a 2-core Xeon. An ancestor's keys and
+values go to its descendants by a matmul with a one-hot matrix (``_pick``), whose backward is a matmul too. The
+scores come out of their matmul in the working dtype (bf16 under autocast) and get the mask as an fp32 bias
+(``-inf`` where a key is not seen), so the softmax runs in fp32; the scale goes on the queries rather than on the
+scores. Grouped-query attention goes in without copying keys and values per query head: each key head's queries
+are stacked into one matmul. The layout is built once per forward (``segment_layout``) and shared by every layer.
 
 With grad, the scores are not kept for the backward (about 6 bytes each, in every layer at once): the
 backward computes each layer's attention again (``torch.utils.checkpoint``). That adds one attention forward
@@ -43,71 +43,91 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 NAME = "hone_packed_cpu"  # the name it is registered under with transformers' AttentionInterface
-MAX_SCORES = 1 << 27  # most scores a layer (heads x (rows P^2 + segments C (P + C))) that take it: 800 MB live in one layer's forward
+MAX_SCORES = 1 << 27  # most scores a layer (heads x the layout's ``scores``) that take it: 800 MB live in one layer's forward
+
+
+class Level(NamedTuple):
+    """The segments at one depth of the tree, gathered into ``(N, W)`` slots (see the module docstring)."""
+
+    places: torch.Tensor  # (N, W) long: each slot's position in the flattened packed rows (0 past its segment's end)
+    ancestors: tuple[torch.Tensor, ...]  # for each shallower depth d: (N, N_d) fp32, 1 at each segment's ancestor there
+    bias: torch.Tensor  # (N, 1, 1, W, W_0 + ... + W) fp32: 0 where a query sees a key of [ancestors' slots | own slots], -inf elsewhere
 
 
 class SegmentLayout(NamedTuple):
-    """Where each packed token's attention is computed, for rows of ``length`` tokens (see the module docstring)."""
+    """Where each packed token's attention is computed (see the module docstring)."""
 
-    prompt: int  # P, the longest prompt; positions [0, P) of every row go through the prompt part
-    rows: torch.Tensor  # (S,) long, the packed row of each completion segment
-    row_onehot: torch.Tensor  # (S, rows) fp32, 1 at each segment's packed row (``_per_segment``)
-    places: torch.Tensor  # (S, C) long, the positions of each segment's tokens in its row (0 past its end)
-    tokens: torch.Tensor  # (S * C,) long, the same as indices into the (rows * length) packed tokens
-    prompt_bias: torch.Tensor  # (rows, 1, 1, P, P) fp32: 0 where a prompt query sees a key, -inf elsewhere
-    segment_bias: torch.Tensor  # (S, 1, 1, C, P + C) fp32: the same for completion queries over [prompt keys | own keys]
-    source: torch.Tensor  # (rows * length,) long: for each packed position, its output's row in [prompt outputs | segment outputs | zeros]
-    token_inverse: torch.Tensor  # (rows * length,) long: the slot in ``tokens`` that reads each packed position, S * C where none does
-    source_inverse: torch.Tensor  # (rows * P + S * C + 1,) long: the packed position that reads each output, rows * length where none does
+    levels: tuple[Level, ...]  # from the roots down
+    tokens: torch.Tensor  # (T,) long: every level's places, flattened and concatenated (T slots in all)
+    slot_of: torch.Tensor  # (rows * length,) long: the slot of each packed position, T for padding (which reads zeros)
+    position_of: torch.Tensor  # (T + 1,) long: the packed position of each slot, rows * length past a segment's end (and for the zeros)
 
     @property
     def scores(self) -> int:
         """Scores a layer computes per head."""
-        segments, width = self.places.shape
-        return self.prompt_bias.shape[0] * self.prompt**2 + segments * width * (self.prompt + width)
+        return sum(level.bias[:, 0, 0].numel() for level in self.levels)
 
 
-def segment_layout(seg: torch.Tensor, device: torch.device | str = "cpu") -> SegmentLayout:
-    """The layout of packed rows ``seg (rows, L)``: 0 marks a row's prompt (at its start), ``r + 1`` the tokens
-    of batch row ``r``'s completion (contiguous), -1 padding (``hone.learner.forward.segment_mask``'s convention)."""
+def segment_layout(seg: torch.Tensor, parent: torch.Tensor | list[int], device: torch.device | str = "cpu") -> SegmentLayout:
+    """The layout of packed rows ``seg (rows, L)``, which holds each token's segment (-1: padding); segment ``s`` lies
+    below segment ``parent[s]`` (-1: a root). A segment's tokens need not be contiguous, but they must come after all of
+    its ancestors' tokens, in the same row (``hone.learner.forward`` packs them so)."""
     n_rows, length = seg.shape
-    prompt_lengths = (seg == 0).sum(1)
-    prompt = max(1, int(prompt_lengths.max()))
-    rows, starts, sizes = [], [], []
-    for g in range(n_rows):
-        values, counts = torch.unique_consecutive(seg[g], return_counts=True)
-        offsets = torch.cumsum(counts, 0) - counts
-        for value, offset, count in zip(values.tolist(), offsets.tolist(), counts.tolist()):
-            if value > 0:
-                rows.append(g), starts.append(offset), sizes.append(count)
-    width = max(sizes, default=1)
-    rows_t, starts_t, sizes_t = torch.tensor(rows, dtype=torch.long), torch.tensor(starts, dtype=torch.long), torch.tensor(sizes, dtype=torch.long)
-    steps = torch.arange(width)
-    inside = steps[None, :] < sizes_t[:, None]  # (S, C) real tokens of each segment
-    places = torch.where(inside, starts_t[:, None] + steps[None, :], 0)
-    keys = torch.arange(prompt)
-    prompt_seen = (keys[None, None, :] <= keys[None, :, None]) & (keys[None, None, :] < prompt_lengths[:, None, None])
-    prompt_seen |= torch.eye(prompt, dtype=torch.bool)  # a query past a short prompt (its output unused) still sees itself
-    own_seen = (steps[None, :] <= steps[:, None])[None] & inside[:, None, :]  # (S, C, C) causal within the segment
-    segment_seen = torch.cat([(keys[None, :] < prompt_lengths[rows_t][:, None])[:, None, :].expand(-1, width, -1), own_seen], 2)
-    # each packed position's output: its prompt output, its segment output, or zeros (padding)
-    source = torch.full((n_rows, length), n_rows * prompt + len(rows) * width, dtype=torch.long)
-    in_prompt = torch.arange(length)[None, :] < prompt_lengths[:, None]
-    source[in_prompt] = (torch.arange(n_rows)[:, None] * prompt + torch.arange(length)[None, :])[in_prompt]
-    segment_out = n_rows * prompt + torch.arange(len(rows) * width).view(-1, width)
-    source[rows_t[:, None].expand(-1, width)[inside], places[inside]] = segment_out[inside]
-    tokens = (rows_t[:, None] * length + places).flatten()
-    slots = len(rows) * width
-    token_inverse = torch.full((n_rows * length,), slots, dtype=torch.long)
-    token_inverse[tokens[inside.flatten()]] = torch.arange(slots)[inside.flatten()]  # a slot past a segment's end is not a reader
-    source = source.flatten()
-    read = source < n_rows * prompt + slots  # the zeros row is read by all padding, and needs no gradient
-    source_inverse = torch.full((n_rows * prompt + slots + 1,), n_rows * length, dtype=torch.long)
-    source_inverse[source[read]] = torch.arange(n_rows * length)[read]
-    onehot = torch.nn.functional.one_hot(rows_t, n_rows).float()
-    return SegmentLayout(prompt, rows_t.to(device), onehot.to(device), places.to(device), tokens.to(device),
-                         _bias(prompt_seen)[:, None, None].to(device), _bias(segment_seen)[:, None, None].to(device), source.to(device),
-                         token_inverse.to(device), source_inverse.to(device))
+    parent = torch.as_tensor(parent, dtype=torch.long).tolist()
+    flat = seg.flatten()
+    members = [(flat == s).nonzero().flatten() for s in range(len(parent))]
+    depth = [len(_lineage(s, parent)) for s in range(len(parent))]
+    at_depth = [[s for s in range(len(parent)) if depth[s] == d and len(members[s])] for d in range(max(depth, default=-1) + 1)]
+    index = {s: i for segments in at_depth for i, s in enumerate(segments)}  # a segment's row in its level
+    levels, insides = [], []
+    for d, segments in enumerate(at_depth):
+        sizes = torch.tensor([len(members[s]) for s in segments])
+        width = int(sizes.max())
+        steps = torch.arange(width)
+        inside = steps[None, :] < sizes[:, None]  # (N, W) the real tokens of each segment
+        places = torch.zeros(len(segments), width, dtype=torch.long)
+        for i, s in enumerate(segments):
+            places[i, : len(members[s])] = members[s]
+        up = torch.tensor([[index[a] for a in _lineage(s, parent)] for s in segments]).view(len(segments), d)  # ancestor per depth
+        ancestors = tuple(torch.nn.functional.one_hot(up[:, a], len(at_depth[a])).float() for a in range(d))
+        above = [insides[a][up[:, a]][:, None, :].expand(-1, width, -1) for a in range(d)]  # every real token of an ancestor
+        own = (steps[None, :] <= steps[:, None])[None] & inside[:, None, :] | torch.eye(width, dtype=torch.bool)  # causal; a slot
+        levels.append(Level(places, ancestors, _bias(torch.cat([*above, own], 2))[:, None, None]))  # past the end sees itself
+        insides.append(inside)
+    tokens = torch.cat([level.places.flatten() for level in levels]) if levels else torch.zeros(0, dtype=torch.long)
+    real = torch.cat([inside.flatten() for inside in insides]) if levels else torch.zeros(0, dtype=torch.bool)
+    positions, slots = n_rows * length, len(tokens)
+    slot_of = torch.full((positions,), slots, dtype=torch.long)
+    slot_of[tokens[real]] = torch.arange(slots)[real]
+    position_of = torch.cat([torch.where(real, tokens, positions), torch.tensor([positions])])
+    to = partial(torch.Tensor.to, device=device)
+    return SegmentLayout(tuple(Level(to(lv.places), tuple(map(to, lv.ancestors)), to(lv.bias)) for lv in levels),
+                         to(tokens), to(slot_of), to(position_of))
+
+
+def segment_mask(seg: torch.Tensor, parent: torch.Tensor | list[int]) -> torch.Tensor:
+    """``(rows, L, L)`` boolean attention mask of packed rows ``seg (rows, L)`` under the segment tree ``parent`` (as
+    ``segment_layout`` takes them): a token sees the earlier tokens of its own segment and of the segments above it;
+    padding sees itself only, so no softmax row is empty."""
+    parent = torch.as_tensor(parent, dtype=torch.long).tolist()
+    above = torch.eye(max(len(parent), 1), dtype=torch.bool)  # above[s, a]: a is s or one of its ancestors
+    for s in range(len(parent)):
+        above[s, _lineage(s, parent)] = True
+    rows, length = seg.shape
+    real = seg >= 0
+    own = seg.clamp(min=0)
+    sees = above[own].gather(2, own[:, None, :].expand(rows, length, length))  # (rows, L, L): above[seg[i], seg[j]]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    return (causal & sees & real[:, :, None] & real[:, None, :]) | torch.eye(length, dtype=torch.bool)
+
+
+def _lineage(segment: int, parent: list[int]) -> list[int]:
+    """The ancestors of ``segment``, from its root down (empty for a root)."""
+    line, up = [], parent[segment]
+    while up >= 0:
+        line.append(up)
+        up = parent[up]
+    return line[::-1]
 
 
 def _bias(seen: torch.Tensor) -> torch.Tensor:
@@ -135,36 +155,35 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     if dropout:
         raise ValueError(f"segment_attention: attention dropout {dropout} is not supported; the packed CPU forward needs 0")
     batch, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
     query = query * (dim**-0.5 if scaling is None else scaling)
     if torch.is_autocast_enabled(query.device.type):  # the scores' matmul would round the scaled queries to this dtype anyway:
         query = query.to(torch.get_autocast_dtype(query.device.type))  # rounded once here, their gathers move half the bytes
-    p = layout.prompt
     attend = partial(checkpoint, _attend, use_reentrant=False) if recompute else _attend
-    prompt_out = attend(query[:, :, :p], key[:, :, :p], value[:, :, :p], layout.prompt_bias)  # (B, P, H, D)
-    segments, width = layout.places.shape
-    own_q, own_k, own_v = (_gather(t, layout).view(segments, width, t.shape[1], dim).transpose(1, 2) for t in (query, key, value))
-    keys = torch.cat([_per_segment(key[:, :, :p], layout), own_k], 2)  # (S, KV, P + C, D)
-    values = torch.cat([_per_segment(value[:, :, :p], layout), own_v], 2)
-    segment_out = attend(own_q, keys, values, layout.segment_bias)  # (S, C, H, D)
-    outputs = torch.cat([prompt_out.reshape(-1, heads * dim), segment_out.reshape(-1, heads * dim), query.new_zeros(1, heads * dim)])
-    return _Gather.apply(outputs, layout.source, layout.source_inverse).view(batch, length, heads, dim), None
+    slots = [level.places.numel() for level in layout.levels]
+    # every level's queries, keys and values in one gather each: (T, heads * D) and (T, kv_heads * D)
+    gathered = [_Gather.apply(t.transpose(1, 2).reshape(batch * length, -1), layout.tokens, layout.slot_of).split(slots)
+                for t in (query, key, value)]
+    keys, values, outputs = [], [], []
+    for level, q, k, v in zip(layout.levels, *gathered):
+        n, width = level.places.shape
+        q, k, v = (t.view(n, width, -1, dim).transpose(1, 2) for t in (q, k, v))  # (N, heads or kv_heads, W, D)
+        out = attend(q, torch.cat([*map(_pick, keys, level.ancestors), k], 2), torch.cat([*map(_pick, values, level.ancestors), v], 2),
+                     level.bias)  # (N, W, heads, D)
+        keys.append(k), values.append(v), outputs.append(out.reshape(n * width, heads * dim))
+    outputs.append(query.new_zeros(1, heads * dim))  # what padding reads
+    return _Gather.apply(torch.cat(outputs), layout.slot_of, layout.position_of).view(batch, length, heads, dim), None
 
 
-def _per_segment(t: torch.Tensor, layout: SegmentLayout) -> torch.Tensor:
-    """``t (B, KV, P, D)``, the prompts' keys or values, once for each segment's row: ``(S, KV, P, D)``.
+def _pick(t: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """``t (N_d, KV, W_d, D)``, the keys or values of the segments at a shallower depth, once for each segment below
+    them that ``onehot (N, N_d)`` names: ``(N, KV, W_d, D)``.
 
-    A matmul by the rows' one-hot matrix, not ``index_select``: several segments read one row, so index_select's
-    backward is an index_add, and inductor's CPU code for it (torch 2.13) wrote past the gradient's buffer when the
-    batch was one packed row: its vectorised atomic adds stepped twice the row stride, and the compiled backward
-    crashed with heap corruption. The one-hot rows pick each value exactly, and the backward is a matmul too."""
-    batch = t.shape[0]
-    return (layout.row_onehot.to(t.dtype) @ t.reshape(batch, -1)).view(-1, *t.shape[1:])
-
-
-def _gather(t: torch.Tensor, layout: SegmentLayout) -> torch.Tensor:
-    """The rows ``layout.tokens`` of ``t (B, H, L, D)`` seen as ``(B * L, H * D)``."""
-    batch, heads, length, dim = t.shape
-    return _Gather.apply(t.transpose(1, 2).reshape(batch * length, heads * dim), layout.tokens, layout.token_inverse)
+    A matmul by the one-hot matrix, not ``index_select``: several segments read one ancestor, so index_select's backward
+    is an index_add, and inductor's CPU code for it (torch 2.13) wrote past the gradient's buffer when the batch was
+    one packed row: its vectorised atomic adds stepped twice the row stride, and the compiled backward crashed with heap
+    corruption. The one-hot rows pick each value exactly, and the backward is a matmul too."""
+    return (onehot.to(t.dtype) @ t.reshape(t.shape[0], -1)).view(-1, *t.shape[1:])
 
 
 class _Gather(torch.autograd.Function):
@@ -183,16 +202,23 @@ class _Gather(torch.autograd.Function):
         return torch.cat([grad, grad.new_zeros(1, grad.shape[1])]).index_select(0, inverse), None, None
 
 
-@contextmanager
-def packed_attention(model, seg: torch.Tensor, device: torch.device):
-    """Within the context, ``model``'s attention layers use ``segment_attention`` over the layout of ``seg`` (packed
-    rows, see ``segment_layout``) when it pays: on the CPU, for an sdpa model, within ``MAX_SCORES``, without attention
-    dropout, recomputing the scores in the backward; otherwise sdpa with the boolean mask the model is given either way."""
+def takes_segments(model, device: torch.device) -> bool:
+    """Whether ``model``'s packed forward on ``device`` may run ``segment_attention``: on the CPU, for an sdpa model,
+    without attention dropout in training (``packed_attention`` also checks the layout's size)."""
     config = model.config
-    if device.type != "cpu" or config._attn_implementation != "sdpa" or (model.training and getattr(config, "attention_dropout", 0.0)):
+    return device.type == "cpu" and config._attn_implementation == "sdpa" and not (model.training and getattr(config, "attention_dropout", 0.0))
+
+
+@contextmanager
+def packed_attention(model, seg: torch.Tensor, parent, device: torch.device):
+    """Within the context, ``model``'s attention layers use ``segment_attention`` over the layout of ``seg`` and ``parent``
+    (packed rows, see ``segment_layout``) when it pays: where ``takes_segments``, within ``MAX_SCORES``, recomputing the
+    scores in the backward; otherwise sdpa with the boolean mask the model is given either way."""
+    config = model.config
+    if not takes_segments(model, device):
         yield
         return
-    layout = segment_layout(seg, device)
+    layout = segment_layout(seg, parent, device)
     heads = getattr(config, "num_attention_heads", 1)
     if heads * layout.scores > MAX_SCORES:
         yield

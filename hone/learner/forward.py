@@ -2,11 +2,12 @@
 
 A GRPO batch holds each prompt ``group_size`` times, and completions of one group differ in length
 by up to the generation budget, so a padded batch spends much of its work on copies of prompts and
-on padding. The packed forward puts each distinct prompt once in a row, followed by its
+on padding. The packed forward puts each distinct prompt in once, followed by its
 completions back to back, and gives the model a mask under which each completion sees the prompt
 and its own earlier tokens only: the same numbers as the plain forward (tests/learner/test_forward.py holds
 them to float tolerance), at ``U * P + sum(C_i)`` tokens instead of ``B * (P + max C)``. On the CPU
-attention is computed per segment, only where the mask lets a token see (``hone.learner.attention``).
+attention is computed per segment, only where the mask lets a token see (``hone.learner.attention``),
+so a micro-batch goes in as one row with no padding at all, and the prompts' common prefix once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from hone.algorithms.token_logprobs import token_logprobs
-from hone.learner.attention import packed_attention
+from hone.learner.attention import packed_attention, segment_mask, takes_segments
 from hone.data.padding import positions
 from hone.data.records import TrainBatch
 from hone.runtime import autocast, compiled_layers, device_of, has_compiled_layers
@@ -77,14 +78,19 @@ def _plain_forward(model, batch: TrainBatch, hidden: bool) -> tuple[torch.Tensor
 
 
 def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
-    """``(B, C, H)`` last hidden states at the positions predicting each completion token, from one packed row per
-    distinct prompt; None where the model cannot take it.
+    """``(B, C, H)`` last hidden states at the positions predicting each completion token, from the prompts packed
+    once each with their completions after them; None where the model cannot take it.
 
-    Row ``g`` holds prompt ``g`` once, then each of its completions (all but the last token, which
-    predicts nothing), with no padding between them. A 4D mask lets every completion token see the
-    prompt and the earlier tokens of its own completion, and nothing else; position ids restart
-    after the prompt for each completion. The hidden states of the positions that predict each
-    completion token are gathered back into ``(B, C)``; the caller sends only the real ones through the head.
+    Each prompt goes in once, then each of its completions (all but the last token, which predicts
+    nothing), with no padding between them. A mask lets every completion token see its prompt and
+    the earlier tokens of its own completion, and nothing else; position ids restart after the
+    prompt for each completion. Where attention is computed segment by segment (on the CPU,
+    ``hone.learner.attention``), the whole micro-batch is one row, and the prompts' common prefix
+    (a chat template's system turn, say) goes in once, with each prompt's remainder below it: no
+    padding, and no prefix computed twice. Elsewhere (sdpa over a boolean mask, as on GPUs) each
+    prompt starts a row of its own, so the mask's ``L^2`` stays per group. The hidden states of the
+    positions that predict each completion token are gathered back into ``(B, C)``; the caller sends
+    only the real ones through the head.
     """
     config = getattr(model, "config", None)
     width = batch.completion_length
@@ -95,45 +101,60 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
         return None  # the mask below is sdpa's boolean kind and has no sliding window; the head must be a plain linear map
     device, batch = batch.input_ids.device, batch.to("cpu")  # the layout is small bookkeeping, done on the CPU
     prompts, inverse = _prompt_groups(batch)
+    texts = [prompts[g, :split][prompts[g, split:].bool()] for g in range(len(prompts))]
     lengths = batch.attention_mask[:, split:].sum(1).tolist()  # completion tokens per row (right-padded)
-    rows, where = [], torch.zeros(len(batch), width, 2, dtype=torch.long)  # where[r, t] = (packed row, position) predicting token t
-    for g in range(len(prompts)):
-        prompt = prompts[g, :split][prompts[g, split:].bool()]
-        tokens, places, segments = [prompt], [torch.arange(len(prompt))], [torch.zeros(len(prompt), dtype=torch.long)]
-        cursor = len(prompt)
+    one_row = takes_segments(model, device)
+    shared = _common_prefix(texts) if one_row and len(texts) > 1 else 0
+    segments: list[tuple[torch.Tensor, int, int]] = []  # (tokens, first position id, parent segment), in packing order
+    rows: list[list[int]] = [[]]  # the segments of each packed row, in order
+    where = torch.zeros(len(batch), width, 2, dtype=torch.long)  # where[r, t] = (packed row, place) of the state predicting token t
+
+    def add(tokens: torch.Tensor, start: int, parent: int) -> int:
+        segments.append((tokens, start, parent))
+        rows[-1].append(len(segments) - 1)
+        return len(segments) - 1
+
+    root = add(texts[0][:shared], 0, -1) if shared else -1
+    for g, prompt in enumerate(texts):
+        if g and not one_row:
+            rows.append([])
+        top = add(prompt[shared:], shared, root)
+        cursor = sum(len(segments[s][0]) for s in rows[-1])  # the place after this prompt's last token
+        last = cursor - 1  # whose state predicts each completion's first token (and padding points there too)
         for r in (inverse == g).nonzero().flatten().tolist():
             fed = max(lengths[r] - 1, 0)  # tokens of this completion that go in
-            where[r, :, 0] = g
-            where[r, :, 1] = len(prompt) - 1  # token 0 is predicted by the prompt's last position (and padding points there too)
+            where[r, :, 0] = len(rows) - 1
+            where[r, :, 1] = last
             where[r, 1 : fed + 1, 1] = torch.arange(cursor, cursor + fed)
-            tokens.append(batch.input_ids[r, split : split + fed])
-            places.append(torch.arange(len(prompt), len(prompt) + fed))
-            segments.append(torch.full((fed,), r + 1))
-            cursor += fed
-        rows.append((torch.cat(tokens), torch.cat(places), torch.cat(segments)))
-    total = max(len(t) for t, _, _ in rows)
-    ids = torch.zeros(len(rows), total, dtype=torch.long)
-    pos = torch.zeros(len(rows), total, dtype=torch.long)
-    seg = torch.full((len(rows), total), -1)  # -1: padding at the end of a packed row
-    for g, (t, p, s) in enumerate(rows):
-        ids[g, : len(t)], pos[g, : len(t)], seg[g, : len(t)] = t, p, s
+            if fed:
+                add(batch.input_ids[r, split : split + fed], len(prompt), top)
+                cursor += fed
+    total = max(sum(len(segments[s][0]) for s in row) for row in rows)
+    ids, pos = torch.zeros(len(rows), total, dtype=torch.long), torch.zeros(len(rows), total, dtype=torch.long)
+    seg = torch.full((len(rows), total), -1)  # each token's segment; -1: padding at the end of a packed row
+    for g, row in enumerate(rows):
+        place = 0
+        for s in row:
+            tokens, start, _ = segments[s]
+            span = slice(place, place + len(tokens))
+            ids[g, span], pos[g, span], seg[g, span] = tokens, torch.arange(start, start + len(tokens)), s
+            place += len(tokens)
+    parent = [p for _, _, p in segments]
     # the body without its head: asking the whole model for its hidden states installs transformers' output-capturing
     # hooks, whose ContextVar lookup is a graph break in the middle of every compiled layer
-    with packed_attention(model, seg, device):
-        states = model.get_decoder()(input_ids=ids.to(device), attention_mask=segment_mask(seg)[:, None].to(device),
+    with packed_attention(model, seg, parent, device):
+        states = model.get_decoder()(input_ids=ids.to(device), attention_mask=segment_mask(seg, parent)[:, None].to(device),
                                      position_ids=pos.to(device), use_cache=False).last_hidden_state
     where = where.to(device)
     return states[where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
 
 
-def segment_mask(seg: torch.Tensor) -> torch.Tensor:
-    """``(rows, L, L)`` boolean attention mask of packed rows from ``seg (rows, L)``: 0 marks the prompt, ``r + 1``
-    the completion of batch row ``r``, -1 padding. A token sees the prompt and the earlier tokens of its own
-    segment; padding sees itself only, so no softmax row is empty."""
-    length = seg.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)  # own completion, or the prompt
-    return (causal & same & (seg[:, None, :] >= 0)) | torch.eye(length, dtype=torch.bool)
+def _common_prefix(texts: list[torch.Tensor]) -> int:
+    """How many leading tokens all of ``texts`` share, short of the shortest one's last: every prompt keeps a
+    remainder of at least one token, whose state predicts its completions' first tokens."""
+    shortest = min(len(t) for t in texts)
+    same = torch.stack([t[:shortest] for t in texts]).eq(texts[0][:shortest]).all(0)
+    return min(int(same.long().cumprod(0).sum()), shortest - 1)
 
 
 def _prompt_groups(batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:

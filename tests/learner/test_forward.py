@@ -2,6 +2,7 @@
 
 import copy
 
+import pytest
 import torch
 
 from hone.learner.batch import collate
@@ -11,20 +12,24 @@ from hone.data.records import Problem, Trajectory
 PROBLEM = Problem("p", ({"role": "user", "content": "x"},), "0")
 
 
-def grouped_batch(groups=3, group_size=4, seed=0):
-    """``groups`` prompts of different lengths (left padding), each with ``group_size`` completions of different lengths."""
+def grouped_batch(groups=3, group_size=4, seed=0, prefix=0):
+    """``groups`` prompts of different lengths (left padding), each with ``group_size`` completions of different lengths;
+    the prompts begin with the same ``prefix`` tokens (as a chat template's system turn does) and differ after them."""
     gen = torch.Generator().manual_seed(seed)
+    shared = torch.randint(10, 1000, (prefix,), generator=gen).tolist()
     rollouts = []
     for g in range(groups):
-        prompt = torch.randint(10, 1000, (3 + 2 * g,), generator=gen).tolist()
+        prompt = shared + [1000 + g] + torch.randint(10, 1000, (2 + 2 * g,), generator=gen).tolist()
         for i in range(group_size):
             completion = torch.randint(10, 1000, (1 + (g + 3 * i) % 6,), generator=gen).tolist()
             rollouts.append(Trajectory.single_turn(PROBLEM, prompt, completion, "", [0.0] * len(completion), "stop"))
     return collate(rollouts, pad_id=0)
 
 
-def test_packed_forward_matches_the_plain_forward(tiny):
-    batch = grouped_batch()
+@pytest.mark.parametrize("prefix", [0, 5])
+def test_packed_forward_matches_the_plain_forward(tiny, prefix):
+    """With or without a prefix common to every prompt (on the CPU the packed row holds it once)."""
+    batch = grouped_batch(prefix=prefix)
     with torch.no_grad():
         plain = policy_forward(tiny, batch, entropy=True, hidden=True, pack=False)
         shared = policy_forward(tiny, batch, entropy=True, hidden=True, pack=True)
@@ -35,10 +40,11 @@ def test_packed_forward_matches_the_plain_forward(tiny):
     assert mask.sum() > 0 and (plain.logprobs * mask).abs().sum() > 0  # the comparison is not of zeros
 
 
-def test_gradients_of_the_packed_forward_match(tiny):
-    """Each completion's loss reaches the prompt it shares with its group: the gradient of every parameter equals the plain forward's, to 1e-5 of its norm (fp32; only the
-    order of the sums differs)."""
-    batch = grouped_batch(seed=1)
+@pytest.mark.parametrize("prefix", [0, 5])
+def test_gradients_of_the_packed_forward_match(tiny, prefix):
+    """Each completion's loss reaches the prompt it shares with its group, and the prefix it shares with every group: the
+    gradient of every parameter equals the plain forward's, to 1e-5 of its norm (fp32; only the order of the sums differs)."""
+    batch = grouped_batch(seed=1, prefix=prefix)
     weights = torch.randn(batch.completion_mask.shape, generator=torch.Generator().manual_seed(2))
 
     def grads(share: bool) -> dict[str, torch.Tensor]:
@@ -60,6 +66,29 @@ def test_packing_without_repeated_prompts_and_with_one_token_or_empty_completion
     for case in (batch, collate(short, pad_id=0)):
         with torch.no_grad():
             torch.testing.assert_close(policy_forward(tiny, case).logprobs, policy_forward(tiny, case, pack=False).logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_on_the_cpu_a_micro_batch_is_one_row_holding_the_common_prefix_once(tiny, monkeypatch):
+    """grouped_batch(prefix=5): prompts of 5 + 3, 5 + 5 and 5 + 7 tokens, 4 completions each of [1, 4, 1, 4], [2, 5, 2, 5] and
+    [3, 6, 3, 6] tokens, of which all but the last go in: 5 + 3 + 5 + 7 + (0 + 3 + 0 + 3) + (1 + 4 + 1 + 4) + (2 + 5 + 2 + 5)
+    = 50 tokens in one row, no padding. Per prompt, in rows of their own, it would be 3 rows of 26 tokens (8 + 6, 10 + 10,
+    12 + 14, padded to the longest)."""
+    import hone.learner.forward as forward
+
+    fed = []
+    decoder = type(tiny.get_decoder())
+    original = decoder.forward
+
+    def counted(self, input_ids=None, **kwargs):
+        fed.append(tuple(input_ids.shape))
+        return original(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(decoder, "forward", counted)
+    with torch.no_grad():
+        forward._packed_forward(tiny, grouped_batch(prefix=5))
+        monkeypatch.setattr(forward, "takes_segments", lambda model, device: False)  # as on a GPU: one row per prompt
+        forward._packed_forward(tiny, grouped_batch(prefix=5))
+    assert fed == [(1, 50), (3, 26)]
 
 
 def test_packing_is_taken_for_sdpa_and_skipped_for_other_attention(tiny):
