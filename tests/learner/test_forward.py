@@ -91,6 +91,18 @@ def test_on_the_cpu_a_micro_batch_is_one_row_holding_the_common_prefix_once(tiny
     assert fed == [(1, 50), (3, 26)]
 
 
+def test_one_row_under_sdpa_gives_the_same_numbers(tiny, monkeypatch):
+    """A layout past ``MAX_SCORES`` goes to sdpa over the whole row, under the mask of the same segment tree (prefix,
+    prompts, completions): the same log-probs as the plain forward."""
+    import hone.learner.attention
+
+    batch = grouped_batch(prefix=5)
+    monkeypatch.setattr(hone.learner.attention, "MAX_SCORES", -1)
+    with torch.no_grad():
+        torch.testing.assert_close(policy_forward(tiny, batch).logprobs, policy_forward(tiny, batch, pack=False).logprobs,
+                                   atol=1e-5, rtol=1e-5)
+
+
 def test_packing_is_taken_for_sdpa_and_skipped_for_other_attention(tiny):
     batch = grouped_batch()
     assert _packed_forward(tiny, batch) is not None
