@@ -74,14 +74,16 @@ def peak_matmul(dtype: torch.dtype, size: int = 2048, repeats: int = 5, device: 
     return 2 * size**3 / min(times)  # the best of the repeats: a peak, and one slow repeat (another process) must not lower it
 
 
-def step_flops(model, prompt_tokens: int, completion_tokens: int, groups: int, group_size: int, kl: bool) -> float:
-    """Matmul FLOPs the step needs at least: the prompt of a group once (its samples share it), each
-    completion token once, in generation (with a KV cache), in the forward and backward of the update
-    (the LM head only where a log-prob is needed), and in a reference forward when KL is on."""
+def step_flops(model, prompt_tokens: int, completion_tokens: int, groups: int, group_size: int, kl: bool, shared: int = 0) -> float:
+    """Matmul FLOPs the step needs at least: the prompt of a group once (its samples share it), and the
+    ``shared`` leading tokens common to every prompt once a step, each completion token once, in generation
+    (with a KV cache), in the forward and backward of the update (the LM head only where a log-prob is
+    needed), and in a reference forward when KL is on."""
     vocab, width = model.get_input_embeddings().weight.shape
     body = sum(p.numel() for p in model.parameters()) - vocab * width  # tied embedding/head counted once
     samples = groups * group_size
-    tokens, head = groups * prompt_tokens + samples * completion_tokens, samples * completion_tokens * vocab * width
+    prompts = groups * prompt_tokens - (groups - 1) * shared
+    tokens, head = prompts + samples * completion_tokens, samples * completion_tokens * vocab * width
     generate = 2 * body * tokens + 2 * head
     train = 6 * body * tokens + 6 * head
     return generate + train + (2 * body * tokens + 2 * head if kl else 0)
@@ -173,8 +175,10 @@ def main() -> None:
         phases = ["generate", "score", "reference", "forward", "backward", "optimizer", "push"]
         print("  phases (median s): " + "  ".join(f"{p} {median(rows, f'time/{p}'):.2f}" for p in phases)
               + f"  other {hone_s - sum(median(rows, f'time/{p}') for p in phases):.2f}")
-        prompt_tokens = len(run.rollouts.worker.env.prompt_ids(run.rollouts.problems.take(1)[0]))
-        flops = step_flops(run.learner.policy, prompt_tokens, round(median(rows, "completion/length")), PROMPTS, GROUP, kl > 0)
+        prompts = [run.rollouts.worker.env.prompt_ids(p) for p in run.rollouts.problems.take(PROMPTS)]
+        shared = next((i for i, column in enumerate(zip(*prompts)) if len(set(column)) > 1), min(map(len, prompts)))
+        flops = step_flops(run.learner.policy, round(statistics.mean(map(len, prompts))), round(median(rows, "completion/length")),
+                           PROMPTS, GROUP, kl > 0, shared)
         device = device_of(run.learner.policy)
         peak = peak_matmul(torch.bfloat16, device=device)
         print(f"  FLOP limit: {flops / 1e12:.2f} TFLOP per step / {peak / 1e9:.0f} GFLOP/s bf16 peak ({device.type}) = {flops / peak:.2f} s; "
