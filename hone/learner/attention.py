@@ -155,7 +155,6 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     if dropout:
         raise ValueError(f"segment_attention: attention dropout {dropout} is not supported; the packed CPU forward needs 0")
     batch, heads, length, dim = query.shape
-    kv_heads = key.shape[1]
     query = query * (dim**-0.5 if scaling is None else scaling)
     if torch.is_autocast_enabled(query.device.type):  # the scores' matmul would round the scaled queries to this dtype anyway:
         query = query.to(torch.get_autocast_dtype(query.device.type))  # rounded once here, their gathers move half the bytes
