@@ -159,6 +159,7 @@ def main() -> None:
         parser.error(f"--max-new-tokens {args.max_new_tokens} and --min-new-tokens {args.min_new_tokens}: "
                      "need 1 <= max and 0 <= min <= max")
     extra = tuple(args.set)
+    from hone.learner.forward import common_prefix
     from hone.runtime import cpu_description, device_of
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -176,7 +177,7 @@ def main() -> None:
         print("  phases (median s): " + "  ".join(f"{p} {median(rows, f'time/{p}'):.2f}" for p in phases)
               + f"  other {hone_s - sum(median(rows, f'time/{p}') for p in phases):.2f}")
         prompts = [run.rollouts.worker.env.prompt_ids(p) for p in run.rollouts.problems.take(PROMPTS)]
-        shared = next((i for i, column in enumerate(zip(*prompts)) if len(set(column)) > 1), min(map(len, prompts)))
+        shared = common_prefix([torch.tensor(p) for p in prompts])  # as the packed forward computes it once
         flops = step_flops(run.learner.policy, round(statistics.mean(map(len, prompts))), round(median(rows, "completion/length")),
                            PROMPTS, GROUP, kl > 0, shared)
         device = device_of(run.learner.policy)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from hone.algorithms.token_logprobs import token_logprobs
-from hone.learner.attention import packed_attention, segment_mask, takes_segments
+from hone.learner.attention import packed_attention, takes_segments
 from hone.data.padding import positions
 from hone.data.records import TrainBatch
 from hone.runtime import autocast, compiled_layers, device_of, has_compiled_layers
@@ -104,52 +104,45 @@ def _packed_forward(model, batch: TrainBatch) -> torch.Tensor | None:
     texts = [prompts[g, :split][prompts[g, split:].bool()] for g in range(len(prompts))]
     lengths = batch.attention_mask[:, split:].sum(1).tolist()  # completion tokens per row (right-padded)
     one_row = takes_segments(model, device)
-    shared = _common_prefix(texts) if one_row and len(texts) > 1 else 0
-    segments: list[tuple[torch.Tensor, int, int]] = []  # (tokens, first position id, parent segment), in packing order
-    rows: list[list[int]] = [[]]  # the segments of each packed row, in order
+    shared = common_prefix(texts) if one_row and len(texts) > 1 else 0
+    segments: list[tuple[torch.Tensor, int, int, int, int]] = []  # (tokens, first position id, parent, packed row, place), in order
+    filled = [0]  # tokens in each packed row so far
     where = torch.zeros(len(batch), width, 2, dtype=torch.long)  # where[r, t] = (packed row, place) of the state predicting token t
 
     def add(tokens: torch.Tensor, start: int, parent: int) -> int:
-        segments.append((tokens, start, parent))
-        rows[-1].append(len(segments) - 1)
+        segments.append((tokens, start, parent, len(filled) - 1, filled[-1]))
+        filled[-1] += len(tokens)
         return len(segments) - 1
 
     root = add(texts[0][:shared], 0, -1) if shared else -1
     for g, prompt in enumerate(texts):
         if g and not one_row:
-            rows.append([])
+            filled.append(0)
         top = add(prompt[shared:], shared, root)
-        cursor = sum(len(segments[s][0]) for s in rows[-1])  # the place after this prompt's last token
-        last = cursor - 1  # whose state predicts each completion's first token (and padding points there too)
+        last = filled[-1] - 1  # whose state predicts each completion's first token (and padding points there too)
         for r in (inverse == g).nonzero().flatten().tolist():
             fed = max(lengths[r] - 1, 0)  # tokens of this completion that go in
-            where[r, :, 0] = len(rows) - 1
+            where[r, :, 0] = len(filled) - 1
             where[r, :, 1] = last
-            where[r, 1 : fed + 1, 1] = torch.arange(cursor, cursor + fed)
+            where[r, 1 : fed + 1, 1] = torch.arange(filled[-1], filled[-1] + fed)
             if fed:
                 add(batch.input_ids[r, split : split + fed], len(prompt), top)
-                cursor += fed
-    total = max(sum(len(segments[s][0]) for s in row) for row in rows)
-    ids, pos = torch.zeros(len(rows), total, dtype=torch.long), torch.zeros(len(rows), total, dtype=torch.long)
-    seg = torch.full((len(rows), total), -1)  # each token's segment; -1: padding at the end of a packed row
-    for g, row in enumerate(rows):
-        place = 0
-        for s in row:
-            tokens, start, _ = segments[s]
-            span = slice(place, place + len(tokens))
-            ids[g, span], pos[g, span], seg[g, span] = tokens, torch.arange(start, start + len(tokens)), s
-            place += len(tokens)
-    parent = [p for _, _, p in segments]
+    ids, pos = torch.zeros(len(filled), max(filled), dtype=torch.long), torch.zeros(len(filled), max(filled), dtype=torch.long)
+    seg = torch.full((len(filled), max(filled)), -1)  # each token's segment; -1: padding at the end of a packed row
+    for s, (tokens, start, _, row, place) in enumerate(segments):
+        span = slice(place, place + len(tokens))
+        ids[row, span], pos[row, span], seg[row, span] = tokens, torch.arange(start, start + len(tokens)), s
+    parent = [p for _, _, p, _, _ in segments]
     # the body without its head: asking the whole model for its hidden states installs transformers' output-capturing
     # hooks, whose ContextVar lookup is a graph break in the middle of every compiled layer
-    with packed_attention(model, seg, parent, device):
-        states = model.get_decoder()(input_ids=ids.to(device), attention_mask=segment_mask(seg, parent)[:, None].to(device),
-                                     position_ids=pos.to(device), use_cache=False).last_hidden_state
+    with packed_attention(model, seg, parent, device) as mask:
+        states = model.get_decoder()(input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device),
+                                     use_cache=False).last_hidden_state
     where = where.to(device)
     return states[where[..., 0], where[..., 1]]  # (B, C, H), the final norm already applied
 
 
-def _common_prefix(texts: list[torch.Tensor]) -> int:
+def common_prefix(texts: list[torch.Tensor]) -> int:
     """How many leading tokens all of ``texts`` share, short of the shortest one's last: every prompt keeps a
     remainder of at least one token, whose state predicts its completions' first tokens."""
     shortest = min(len(t) for t in texts)
