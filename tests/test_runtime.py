@@ -1,10 +1,15 @@
-"""hone.runtime: freed memory is kept in the heap, so a tensor allocated again takes no fresh pages."""
+"""hone.runtime: freed memory is kept in the heap, so a tensor allocated again takes no fresh pages; optimizer state
+made up front steps exactly as state made at the first step."""
 
+import copy
 import subprocess
 import sys
 import textwrap
 
 import pytest
+import torch
+
+from hone.runtime import allocate_state
 
 PROBE = textwrap.dedent("""
     import resource, torch
@@ -98,3 +103,27 @@ def test_train_device_resolves_or_names_what_is_missing():
     assert str(info.value) == f"train.device: 'cuda:99' is not available (this torch {torch.__version__} sees {count} CUDA devices); use cpu or auto"
     assert resolve_device("auto").type == ("cuda" if count else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_optimizer_state_made_up_front_moves_nothing_and_then_steps_exactly_as_a_lazy_start(tiny):
+    """allocate_state leaves every weight bit for bit, counts no step, and three AdamW steps after it (weight decay on)
+    give the same weights and state as three steps of an optimizer that made its state at its first step."""
+    eager, lazy = copy.deepcopy(tiny), copy.deepcopy(tiny)
+    before = {name: p.detach().clone() for name, p in eager.named_parameters()}
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1, fused=True) for m in (eager, lazy)]
+    allocate_state(optimizers[0])
+    assert all(torch.equal(p, before[name]) for name, p in eager.named_parameters())
+    assert all(p.grad is None for p in eager.parameters())
+    assert {float(state["step"]) for state in optimizers[0].state.values()} == {0.0}
+    assert len(optimizers[0].state) == len(list(eager.parameters())) and not optimizers[1].state
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=generator) for p in eager.parameters()]
+        for model, optimizer in zip((eager, lazy), optimizers):
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g.clone()
+            optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(eager.parameters(), lazy.parameters()))
+    assert not torch.equal(next(eager.parameters()), before[next(iter(before))])  # the steps did move the weights
+    for a, b in zip(optimizers[0].state.values(), optimizers[1].state.values()):
+        assert all(torch.equal(a[key], b[key]) for key in ("step", "exp_avg", "exp_avg_sq"))

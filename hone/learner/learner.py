@@ -28,7 +28,7 @@ from hone.learner.critic import load_critic
 from hone.learner.forward import logprobs_no_grad, values_no_grad
 from hone.learner.update import policy_update
 from hone.models import load_model
-from hone.runtime import compile_layers
+from hone.runtime import allocate_state, compile_layers
 
 
 class TrainingStopped(RuntimeError):
@@ -55,6 +55,7 @@ class Learner:
         train = cfg.train
         self.optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), weight_decay=train.weight_decay,
                                            fused=True)  # one kernel over all parameters: 55 against 137 ms a step for 135M on 2 cores
+        allocate_state(self.optimizer)  # now, not at the first step: hone.runtime
         self.seconds = {"reference": 0.0, "policy": 0.0, "values": 0.0}
 
     @classmethod

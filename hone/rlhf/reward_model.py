@@ -32,7 +32,7 @@ from hone.data.records import PreferencePair, Trajectory
 from hone.rewards import RewardResult
 from hone.rewards.base import _check_scores
 from hone.rewards.pool import _one_line
-from hone.runtime import autocast, device_of
+from hone.runtime import allocate_state, autocast, device_of
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ def train_reward_model(pairs: list[PreferencePair], cfg, out_dir: Path, *, seed:
     model, tokenizer = load_reward_model(cfg.base, base=True)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, fused=True)
+    allocate_state(optimizer)  # before the first batch's activations take the heap (hone.runtime)
     encode_pair = lambda p: (encode(tokenizer, p.prompt, p.chosen, cfg.max_length), encode(tokenizer, p.prompt, p.rejected, cfg.max_length))  # noqa: E731
     train_ids, held_ids = [encode_pair(p) for p in train], [encode_pair(p) for p in held]
     rng, accuracy = random.Random(seed), float("nan")

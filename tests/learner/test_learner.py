@@ -1,4 +1,5 @@
-"""The Learner's own bookkeeping: the non-finite guard that stops a run, and the CLI's answer to it."""
+"""The Learner's own bookkeeping: the non-finite guard that stops a run, the CLI's answer to it, and the optimizer
+state it makes up front (``hone.runtime.allocate_state``)."""
 
 import copy
 
@@ -52,3 +53,12 @@ def test_warmup_counts_training_steps_and_stands_still_while_only_the_critic_lea
     learner.train_policy = True
     lrs += [learner.update(make_batch(model))["lr"] for _ in range(4)]
     assert lrs == pytest.approx([0.25e-3, 0.5e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3])
+
+
+def test_a_learner_has_its_optimizer_state_before_its_first_update(tiny, tokenizer):
+    cfg = load_config("recipes/quickstart.yaml", [f"model={TOKENIZER}", "train.bf16=false"])
+    model = copy.deepcopy(tiny).train()
+    learner = Learner(cfg, model, pad_id=tokenizer.pad_token_id)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(float(learner.optimizer.state[p]["step"]) == 0.0 for p in trainable)
+    assert all(p.grad is None for p in trainable)
