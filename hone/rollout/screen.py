@@ -2,7 +2,7 @@
 predicts how much its group's rewards will spread, and a step generates the candidates it rates highest.
 
 GRPO learns nothing from a group whose rewards all agree, and on a procedural mixture about half of
-the embedded model's groups agree, however a curriculum weighs the tasks (README: curricula). Where a
+the embedded model's groups agree, however a curriculum weighs the tasks (docs/curricula.md). Where a
 task's prompts differ in how often they are solved (``examples/task_spread.py`` measures it), a
 choice of prompt can find the ones that split. Dynamic sampling pays to generate such a group and
 then drops it. The screen pays one forward pass over each candidate prompt instead (half the layers,
@@ -95,7 +95,7 @@ def spread(group: ScoredGroup) -> float:
     """What the probe learns to predict: four times the variance of the group's scores, capped at 1. With scores
     in [0, 1] this is 1 for an even split of 0s and 1s, 4p(1 - p) for a share p of 1s, and near 0 for scores that
     barely differ (a partial-credit scorer's 0.1 against 0.2), which teach little: it is the learnability
-    curriculum's p(1 - p), per prompt (README: curricula)."""
+    curriculum's p(1 - p), per prompt (docs/curricula.md)."""
     scores = [r for r in group.rewards if r is not None]
     if len(scores) < 2:
         return 0.0
@@ -106,7 +106,7 @@ def spread(group: ScoredGroup) -> float:
 class PolicyFeatures:
     """The hidden state at each prompt's last token, from ``policy`` as it is now (no gradient), after the first
     ``depth`` share of its decoder layers: the rest of the forward pass is skipped (the probe read as well at
-    half depth as at the top, for half the cost; README: curricula), and so is the LM head."""
+    half depth as at the top, for half the cost; docs/curricula.md), and so is the LM head."""
 
     def __init__(self, policy, prompt_ids: Callable[[Problem], list[int]], *, depth: float = 0.5, bf16: bool = False, batch_size: int = 32):
         self.policy, self.prompt_ids, self.bf16, self.batch_size = policy, prompt_ids, bf16, batch_size
