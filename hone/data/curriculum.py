@@ -20,8 +20,11 @@ uninterrupted one would.
   that are each always solved or never (1-digit products the model knows or does not) reads as
   highly learnable while every one of its groups has zero variance. The estimate decays old groups
   by ``memory`` and starts from one imagined group at the maximum 0.25, so an arm not yet tried is
-  tried early; ``explore`` of the mass is spread evenly over all arms, so none starves while its
-  estimate is stale. ``power`` > 1 draws by learnability ** power instead: it concentrates the draws
+  tried early; that group decays like the real ones, so an arm whose groups keep agreeing falls
+  towards 0 rather than to a floor (it once stayed there: the imagined group was added at every read, and
+  with ``memory`` 0.8, about five groups of evidence, an arm whose groups never split kept 0.042, a
+  sixth of the maximum and about 0.4 of an arm a third of whose groups split; docs/curricula.md). ``explore`` of the mass is spread evenly over all arms,
+  so none starves while its estimate is stale. ``power`` > 1 draws by learnability ** power instead: it concentrates the draws
   on the arms nearest p = 1/2, whose groups are the likeliest to split (a group of 8 at p = 0.9 agrees
   43% of the time, at p = 0.5 under 1%), and leaves less mass on arms the policy has mastered.
   ``unsolved`` counts a group's spread only when most of its samples fail: held-out accuracy is
@@ -70,11 +73,15 @@ class Curriculum(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+PRIOR = (0.0, 0.0, 0.25, 1.0)  # an arm's counts before its first group: no trials, one imagined group at the maximum spread
+
+
 class SuccessRates:
     """Per arm, from counts that decay by ``memory`` at every group the arm gets: the success rate p,
     with a Beta(1, 1) prior, (successes + 1) / (trials + 2); and the learnability, the mean over the
     arm's groups of each group's unbiased estimate of p_i(1 - p_i) (its scores' sample variance, n - 1
-    in the denominator), with a prior of one imagined group at the maximum, 0.25.
+    in the denominator), with a prior of one imagined group at the maximum, 0.25, that decays with the
+    groups observed after it.
 
     >>> rates = SuccessRates(memory=0.5)
     >>> rates.p(("a", 1)), rates.learnability(("a", 1))  # never tried
@@ -82,30 +89,30 @@ class SuccessRates:
     >>> rates.observe(("a", 1), [1, 1, 1, 0])  # 3 of 4: (3 + 1) / (4 + 2); variance 4/3 * 3/4 * 1/4 = 0.25
     >>> round(rates.p(("a", 1)), 4), rates.learnability(("a", 1))
     (0.6667, 0.25)
-    >>> rates.observe(("a", 1), [0, 0, 0, 0])  # old counts halve: (1.5 + 1) / (2 + 4 + 2); (0.125 + 0 + 0.25) / (0.5 + 1 + 1)
-    >>> rates.p(("a", 1)), rates.learnability(("a", 1))
-    (0.3125, 0.15)
+    >>> rates.observe(("a", 1), [0, 0, 0, 0])  # old counts halve: (1.5 + 1) / (2 + 4 + 2); (0.0625 + 0.125 + 0) / (0.25 + 0.5 + 1)
+    >>> rates.p(("a", 1)), round(rates.learnability(("a", 1)), 4)
+    (0.3125, 0.1071)
     """
 
     def __init__(self, memory: float, unsolved: bool = False):
         self.memory, self.unsolved = memory, unsolved  # unsolved: a group's spread counts only if its mean score is below 1/2
-        self.counts: dict[Arm, list[float]] = {}  # arm -> [successes, trials, sum of group variances, groups]
+        self.counts: dict[Arm, list[float]] = {}  # arm -> [successes, trials, sum of group variances, groups], all decayed
 
     def observe(self, arm: Arm, scores: Sequence[float]) -> None:
         clipped = [min(1.0, max(0.0, float(s))) for s in scores]
         mean = sum(clipped) / len(clipped)
         variance = sum((x - mean) ** 2 for x in clipped) / (len(clipped) - 1) if len(clipped) > 1 else 0.0
         variance = 0.0 if self.unsolved and mean >= 0.5 else variance
-        old = self.counts.get(arm, [0.0, 0.0, 0.0, 0.0])
+        old = self.counts.get(arm, list(PRIOR))
         self.counts[arm] = [self.memory * c + new for c, new in zip(old, (sum(clipped), len(clipped), variance, 1.0))]
 
     def p(self, arm: Arm) -> float:
-        successes, trials, _, _ = self.counts.get(arm, [0.0, 0.0, 0.0, 0.0])
+        successes, trials, _, _ = self.counts.get(arm, PRIOR)
         return (successes + 1) / (trials + 2)
 
     def learnability(self, arm: Arm) -> float:
-        _, _, spread, groups = self.counts.get(arm, [0.0, 0.0, 0.0, 0.0])
-        return (spread + 0.25) / (groups + 1)
+        _, _, spread, groups = self.counts.get(arm, PRIOR)
+        return spread / groups
 
     def state_dict(self) -> dict:
         return {f"{label}@{level}": list(c) for (label, level), c in self.counts.items()}

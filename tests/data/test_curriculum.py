@@ -22,12 +22,32 @@ def test_success_rates_decay_old_counts():
     rates.observe(("a", 1), [1.0, 0.5, 0.0, 2.0])  # clipped: 1 + 0.5 + 0 + 1 = 2.5 of 4 -> (2.5 + 1) / (4 + 2)
     assert rates.p(("a", 1)) == pytest.approx(3.5 / 6)
     # clipped scores 1, 0.5, 0, 1 have mean 0.625 and squared deviations 0.140625, 0.015625, 0.390625, 0.140625: 0.6875 / 3
-    assert rates.learnability(("a", 1)) == pytest.approx((0.6875 / 3 + 0.25) / 2)
+    # the imagined group at 0.25 decays with the real ones: (0.5 * 0.25 + 0.6875 / 3) / (0.5 * 1 + 1)
+    assert rates.learnability(("a", 1)) == pytest.approx((0.125 + 0.6875 / 3) / 1.5)
     rates.observe(("a", 1), [1.0, 1.0])  # 2.5 * 0.5 + 2 = 3.25 of 4 * 0.5 + 2 = 4 -> 4.25 / 6
     assert rates.p(("a", 1)) == pytest.approx(4.25 / 6)
     again = SuccessRates(memory=0.5)
     again.load_state_dict(rates.state_dict())
     assert again.p(("a", 1)) == rates.p(("a", 1))
+
+
+def test_an_arm_whose_groups_keep_agreeing_falls_towards_zero_not_to_a_floor():
+    rates = SuccessRates(memory=0.8)
+    rates.observe(("never", 1), [0.0] * 8)  # (0.8 * 0.25 + 0) / (0.8 * 1 + 1)
+    assert rates.learnability(("never", 1)) == pytest.approx(0.2 / 1.8)
+    for _ in range(29):
+        rates.observe(("never", 1), [0.0] * 8)
+    # 30 groups: the prior 0.25 * 0.8 ** 30 over 0.8 ** 30 + (1 - 0.8 ** 30) / 0.2 groups
+    assert rates.learnability(("never", 1)) == pytest.approx(0.25 * 0.8**30 / (0.8**30 + (1 - 0.8**30) / 0.2))
+    assert rates.learnability(("never", 1)) < 1e-4  # the old estimate, which added the prior at every read, stayed at 0.25 / 6
+    curriculum = Learnability([Entry("never", 1.0, (1,), 1), Entry("open", 1.0, (1,), 1)], explore=0.1, memory=0.8)
+    for _ in range(30):
+        curriculum.observe(("never", 1), [0.0] * 8)
+        curriculum.observe(("open", 1), [1.0, 0.0] * 4)
+    never, split = curriculum.rates.learnability(("never", 1)), curriculum.rates.learnability(("open", 1))
+    assert split == pytest.approx(2 / 7, rel=1e-3)  # each group: squared deviations 8 x 1/4, over n - 1 = 7; the prior nearly gone
+    assert curriculum.weights()[("never", 1)] == pytest.approx(0.9 * never / (never + split) + 0.05)
+    assert curriculum.weights()[("never", 1)] < 0.0502  # the exploration share, 0.05, and little more
 
 
 def test_learnability_weighs_by_the_groups_own_variance_with_exploration():
