@@ -112,8 +112,9 @@ def test_every_recipe_loads_and_the_mixture_and_tools_recipes_build_their_tasks(
     for path in sorted(Path("recipes").glob("*.yaml")):
         load_config(path)
     pytest.importorskip("reasoning_gym")
-    mixture = make_task(load_config("recipes/mixture.yaml").task)
-    assert len(mixture.components) >= 6 and len({p.task for p in mixture.eval_problems()}) == len(mixture.components)
+    for name in ("mixture", "mixture_levels", "mixture_frontier"):
+        mixture = make_task(load_config(f"recipes/{name}.yaml").task)
+        assert len(mixture.components) >= 6 and len({p.task for p in mixture.eval_problems()}) == len(mixture.components), name
     tools = make_task(load_config("recipes/tools.yaml").task)
     assert "Use the calculator" in tools.eval_problems()[0].messages[-1]["content"]
 
