@@ -21,11 +21,12 @@ uninterrupted one would.
   highly learnable while every one of its groups has zero variance. The estimate decays old groups
   by ``memory`` and starts from one imagined group at the maximum 0.25, so an arm not yet tried is
   tried early; that group decays like the real ones, so an arm whose groups keep agreeing falls
-  towards 0 rather than to a floor (it once stayed there: the imagined group was added at every read, and
-  with ``memory`` 0.8, about five groups of evidence, an arm whose groups never split kept 0.042, a
-  sixth of the maximum and about 0.4 of an arm a third of whose groups split; docs/curricula.md). ``explore`` of the mass is spread evenly over all arms,
-  so none starves while its estimate is stale. ``power`` > 1 draws by learnability ** power instead: it concentrates the draws
-  on the arms nearest p = 1/2, whose groups are the likeliest to split (a group of 8 at p = 0.9 agrees
+  towards 0 rather than to a floor. (It once stayed at one: the imagined group was added at every
+  read, and with ``memory`` 0.8, about five groups of evidence, an arm whose groups never split kept
+  0.042, a sixth of the maximum and about 0.4 of an arm a third of whose groups split;
+  docs/curricula.md.) ``explore`` of the mass is spread evenly over all arms, so none starves while
+  its estimate is stale. ``power`` > 1 draws by learnability ** power instead: it concentrates the
+  draws on the arms nearest p = 1/2, whose groups are the likeliest to split (a group of 8 at p = 0.9 agrees
   43% of the time, at p = 0.5 under 1%), and leaves less mass on arms the policy has mastered.
   ``unsolved`` counts a group's spread only when most of its samples fail: held-out accuracy is
   greedy, and a prompt the policy mostly solves is one whose greedy answer is most likely right
