@@ -58,14 +58,8 @@ def keep_heap() -> bool:
 
 def allocate_state(optimizer) -> None:
     """Give every parameter its (Adam or AdamW) optimizer state now, as the first ``step`` would, and leave the
-    parameters as they were.
-
-    AdamW makes its moments (twice the trainable weights in fp32, 1.1 GB for 135M parameters) at its first step, in
-    the heap space the first update's activations have just freed; the second update's activations then no longer fit
-    there, and the heap grows by as much. On a virtual machine that hands freed guest memory back to its host, every
-    new page costs a fault with zeroing behind it (2.3 s a GB on this project's 2-core VMs). Made here, before any
-    update, the moments sit below the activations' space, which later updates reuse: the second update of a bench run
-    faulted 41 thousand pages instead of 270 thousand, and the heap ended 6.32 GB against 6.72 (the module docstring).
+    parameters as they were: the moments (1.1 GB for 135M parameters) then sit below the space the updates'
+    activations reuse, instead of growing the heap at the second update (why that costs: the module docstring).
 
     One step with zero gradients, no learning rate and no weight decay creates the state without moving a weight; its
     step counts are then set back to 0, so the first real step is the first step (the same numbers as a lazy start)."""
